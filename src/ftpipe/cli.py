@@ -1,0 +1,128 @@
+"""The `ftpipe` command line.
+
+Every command takes `--config FILE` plus dotted overrides (`data.max_length=64`), so a shell
+line, a KFP component and a Tune trial all describe a run the same way. Errors the user can fix
+print as one paragraph and exit with status 2; there is no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from ftpipe import __version__
+from ftpipe.config import Config, config_hash, load_config
+from ftpipe.errors import FtpipeError
+
+app = typer.Typer(
+    help="Fine-tune pretrained transformers on your labelled data, reproducibly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The run's YAML config file.", show_default=False)
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Dotted overrides, e.g. data.max_length=64 (values parse as YAML).",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"ftpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def prep(config: ConfigOption, overrides: Overrides = None) -> None:
+    """Load, validate, split and tokenize the data; write shards, stats and a fingerprint."""
+    from ftpipe.data import run_prep
+
+    cfg = load_config(config, overrides or [])
+    started = time.perf_counter()
+    result = run_prep(cfg)
+    _print_stats(result.stats)
+    out.print(
+        f"Wrote {result.output_dir} in {time.perf_counter() - started:.1f}s "
+        f"(data fingerprint {result.fingerprint[:12]}, config hash {config_hash(cfg)[:12]})"
+    )
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption, overrides: Overrides = None) -> None:
+    """Print the resolved config (file, defaults and overrides) as YAML, with its hash."""
+    cfg = load_config(config, overrides or [])
+    out.print(f"# config hash: {config_hash(cfg)}", highlight=False)
+    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON schema: every key, its type, default and help."""
+    out.print_json(json.dumps(Config.model_json_schema()))
+
+
+def _print_stats(stats: dict) -> None:
+    table = Table(title=f"prep: {stats['model']}, max_length {stats['max_length']}")
+    for column in ("split", "rows", "per label", "dropped", "p95 tokens", "truncated", "unk", "pieces/word"):
+        table.add_column(column, justify="left" if column in ("split", "per label", "dropped") else "right")
+    for name, split in stats["splits"].items():
+        table.add_row(
+            name,
+            str(split["rows"]),
+            ", ".join(f"{k}={v}" for k, v in split["rows_per_label"].items()),
+            ", ".join(f"{k}={v}" for k, v in split["dropped"].items()) or "-",
+            f"{split['token_length'].get('p95', 0):.0f}",
+            f"{split['truncated_share']:.1%}",
+            f"{split['unknown_token_rate']:.2%}",
+            f"{split['pieces_per_word']:.2f}",
+        )
+    out.print(table)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FTPIPE_LOG_LEVEL", "INFO"),
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    for noisy in ("datasets", "filelock", "fsspec", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one paragraph."""
+    _configure_logging()
+    try:
+        app()
+    except FtpipeError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

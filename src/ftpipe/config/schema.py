@@ -1,0 +1,211 @@
+"""The config schema: one frozen, typed object per run.
+
+Each field's docstring is its help text: it shows in `ftpipe config schema` and in error
+messages, so it is written for the user. Sections map one-to-one to pipeline stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StrategyName = Literal[
+    "auto",
+    "full",
+    "freeze",
+    "feature-extraction",
+    "lora",
+    "ia3",
+    "prefix",
+    "p-tuning",
+    "prompt-tuning",
+    "gradual-unfreezing",
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors and values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DataConfig(Section):
+    """Where the labelled data is, how to read and validate it, and where prep writes."""
+
+    train: str
+    """Training data: a local path, an fsspec URI (file://, s3://, gs://), or `hf:NAME:SPLIT`
+    for a Hugging Face dataset. Formats: .csv, .tsv, .jsonl, .parquet."""
+
+    eval: str | None = None
+    """Held-out data in the same forms as `train`. Null splits it from train (stratified,
+    seeded by `seed`)."""
+
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    """File format; `auto` picks it from the file extension."""
+
+    has_header: bool = True
+    """Whether CSV/TSV files start with a header line. Without one, columns are 0-based
+    indexes."""
+
+    text_column: str | int = "text"
+    """Column holding the text: a name, or a 0-based index when `has_header` is false."""
+
+    text_pair_column: str | int | None = None
+    """Optional column holding a second text, for sentence-pair tasks."""
+
+    label_column: str | int = "label"
+    """Column holding the label: a string or an integer per row."""
+
+    labels: list[str] | None = Field(default=None, min_length=2)
+    """Declared label set, in id order. Rows with other labels are invalid. Null infers the set
+    from the training data (integers sort numerically, strings alphabetically)."""
+
+    hf_config: str | None = None
+    """Configuration (subset) name for a `hf:` dataset, for example `sst2` for GLUE."""
+
+    max_length: int = Field(default=128, ge=8, le=8192)
+    """Maximum tokens per example, special tokens included; longer examples are truncated."""
+
+    eval_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    """Share of each class held out for evaluation when `eval` is null."""
+
+    on_error: Literal["fail", "drop"] = "fail"
+    """What to do with invalid rows (empty text, missing or unknown label, bad UTF-8, oversize,
+    conflicting labels, train/eval leakage): `fail` stops and names the rows; `drop` removes
+    them and reports the counts."""
+
+    duplicates: Literal["drop", "keep", "fail"] = "drop"
+    """Exact duplicate rows (same text, same label): `drop` keeps the first and warns."""
+
+    max_chars: int = Field(default=20_000, ge=1)
+    """Rows whose text (plus pair) is longer than this many characters are invalid."""
+
+    shard_rows: int = Field(default=50_000, ge=1)
+    """Rows per Parquet shard in the prep output."""
+
+    output_dir: str = "outputs/prep"
+    """Directory prep writes to: train/ and eval/ shards, label_map.json, stats.json and
+    fingerprint.json. It is replaced atomically."""
+
+    @model_validator(mode="after")
+    def _columns_match_header(self) -> DataConfig:
+        columns = {
+            "text_column": self.text_column,
+            "text_pair_column": self.text_pair_column,
+            "label_column": self.label_column,
+        }
+        for key, value in columns.items():
+            if value is None:
+                continue
+            if not self.has_header and not isinstance(value, int):
+                raise ValueError(
+                    f"data.{key} is {value!r}, but data.has_header is false: give a 0-based "
+                    "column index, or set data.has_header=true"
+                )
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"data.{key} must be a 0-based column index, got {value}")
+        return self
+
+
+class ModelConfig(Section):
+    """The pretrained base model."""
+
+    name: str = "all-MiniLM-L6-v2"
+    """Base model: the built-in alias `all-MiniLM-L6-v2` (packaged, works offline), a local
+    directory, or a Hugging Face Hub id."""
+
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin; ignored for local directories."""
+
+
+class StrategyConfig(Section):
+    """How much of the pretrained model trains."""
+
+    name: StrategyName = "auto"
+    """Fine-tuning strategy; `auto` takes the one `ftpipe recommend` picks."""
+
+    freeze_layers: int = 0
+    """For `freeze`: freeze the embeddings plus the first k layers; negative k keeps only the
+    last |k| layers trainable."""
+
+
+class TrainConfig(Section):
+    """Optimisation settings for `ftpipe train`."""
+
+    lr: float = Field(default=2e-5, gt=0.0, le=1.0)
+    """Learning rate of the pretrained layers."""
+
+    head_lr: float = Field(default=1e-4, gt=0.0, le=1.0)
+    """Learning rate of the new classification head."""
+
+    epochs: int = Field(default=3, ge=1)
+    """Passes over the training data."""
+
+    batch_size: int = Field(default=32, ge=1)
+    """Global batch size across all workers."""
+
+    num_workers: int = Field(default=2, ge=1)
+    """Ray Train workers."""
+
+
+class TuneConfig(Section):
+    """The Ray Tune sweep."""
+
+    num_trials: int = Field(default=8, ge=1)
+    """Trials to run."""
+
+    max_concurrent_trials: int = Field(default=2, ge=1)
+    """Trials that run at once."""
+
+    search_space: dict[str, str] = Field(default_factory=dict)
+    """Dotted config path to a sampler, for example `train.lr: loguniform(1e-5, 5e-4)`."""
+
+
+class RegistryConfig(Section):
+    """MLflow tracking and the model registry."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI; credentials come from the environment, never from this file."""
+
+    model_name: str = "ftpipe-classifier"
+    """Registered model name."""
+
+
+class PipelineConfig(Section):
+    """Where the DAG runs."""
+
+    name: str = "ftpipe-finetune"
+    """Kubeflow pipeline name."""
+
+    ray_address: str | None = None
+    """Ray cluster to join; null starts a local Ray."""
+
+
+class Config(Section):
+    """A whole ftpipe run: data, model, strategy, training, sweep, registry and pipeline."""
+
+    seed: int = 42
+    """Seed for splits, shuffling, initialisation and the sweep."""
+
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise to canonical JSON: sorted keys, no whitespace, so equal values hash equally."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def config_hash(config: Config) -> str:
+    """Return the stable identity of a config: sha256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()

@@ -1,0 +1,37 @@
+"""The data fingerprint: identity of the prepared data, for caching and lineage.
+
+It is a sha256 over the raw bytes of every input plus everything in the config that changes
+what prep writes: the data section (less where it is written), the seed that drives the
+split, and the full tokenizer definition. Same inputs, same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ftpipe.config.schema import Config, canonical_json
+
+IGNORED_DATA_KEYS = ("train", "eval", "output_dir")
+"""Data keys that name places, not content: the inputs count by their bytes instead."""
+
+
+def prep_identity(config: Config, digests: dict[str, str], tokenizer_sha256: str) -> dict[str, Any]:
+    """Everything the fingerprint covers, as a JSON-ready mapping (written to fingerprint.json)."""
+    data = config.data.model_dump(mode="json", exclude=set(IGNORED_DATA_KEYS))
+    return {
+        "inputs": {role: {"source": getattr(config.data, role), "sha256": digest}
+                   for role, digest in digests.items()},
+        "data": data,
+        "seed": config.seed,
+        "model": {"name": config.model.name, "revision": config.model.revision},
+        "tokenizer_sha256": tokenizer_sha256,
+    }
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    """sha256 of the identity's canonical JSON; input paths are left out, their bytes count."""
+    content = dict(identity)
+    content["inputs"] = {role: entry["sha256"] for role, entry in identity["inputs"].items()}
+    content.pop("model")  # the tokenizer digest already covers what the model changes here
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()

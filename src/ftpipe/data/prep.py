@@ -1,0 +1,157 @@
+"""`ftpipe prep`: read, validate, split, tokenize, describe and fingerprint the data.
+
+Outputs, under `data.output_dir`:
+
+    train/part-00000.parquet ...   text, [text_pair], label, input_ids, [token_type_ids], location
+    eval/part-00000.parquet ...
+    label_map.json                 id2label / label2id
+    stats.json                     rows per split and label, drops, token lengths, shift signals
+    fingerprint.json               the fingerprint and everything it covers
+
+The directory is built beside its target and swapped in at the end, so a failed run leaves
+the previous outputs untouched and never a half-written directory. Nothing in the outputs
+depends on time or machine, so the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ftpipe.config.schema import Config
+from ftpipe.data.fingerprint import fingerprint, prep_identity
+from ftpipe.data.labels import LabelMap
+from ftpipe.data.sources import read_table
+from ftpipe.data.split import stratified_split
+from ftpipe.data.stats import split_stats
+from ftpipe.data.tokenize import Tokenized, load_tokenizer, tokenize, tokenizer_digest
+from ftpipe.data.validate import Examples, check_single_class, drop_leakage, validate_table
+from ftpipe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class PrepResult:
+    """Where prep wrote, the data fingerprint, and the statistics it computed."""
+
+    output_dir: Path
+    fingerprint: str
+    stats: dict[str, Any]
+
+
+def run_prep(config: Config) -> PrepResult:
+    """Run the prep stage for a config; see the module docstring for the outputs.
+
+    Raises:
+        DataError: On unreadable inputs, or invalid rows under `data.on_error=fail`.
+    """
+    data = config.data
+    tokenizer = load_tokenizer(config.model)
+
+    train_table = read_table(data.train, data)
+    digests = {"train": train_table.digest}
+    train = validate_table(train_table, data, data.labels)
+    check_single_class(train)
+    if data.eval is not None:
+        eval_table = read_table(data.eval, data)
+        digests["eval"] = eval_table.digest
+        # Eval may only use labels the model can learn: declared ones, or those in train.
+        known = data.labels if data.labels is not None else sorted(set(train.labels))
+        held_out = validate_table(eval_table, data, known)
+        train = drop_leakage(train, held_out, data.on_error)
+        check_single_class(train)
+        labels = LabelMap.build(data.labels, train.labels)
+    else:
+        labels = LabelMap.build(data.labels, train.labels)
+        train_idx, eval_idx = stratified_split(
+            labels.encode(train.labels), data.eval_fraction, config.seed
+        )
+        # Drops happened before the split, so they are counted once, on train.
+        train, held_out = train.take(train_idx, train.dropped), train.take(eval_idx, Counter())
+    if not len(held_out):
+        raise DataError(
+            f"The eval set is empty after validation ({data.eval or data.train}). Give more rows, "
+            "or raise data.eval_fraction."
+        )
+    for split in (train, held_out):
+        if split.dropped:
+            counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(split.dropped.items()))
+            log.warning("%s: dropped %d rows (%s)", split.source, split.dropped.total(), counts)
+
+    splits = {"train": train, "eval": held_out}
+    tokenized = {
+        name: tokenize(tokenizer, ex.texts, ex.pairs, data.max_length, desc=f"tokenize {name}")
+        for name, ex in splits.items()
+    }
+    identity = prep_identity(config, digests, tokenizer_digest(tokenizer))
+    data_fingerprint = fingerprint(identity)
+    stats = {
+        "fingerprint": data_fingerprint,
+        "model": config.model.name,
+        "max_length": data.max_length,
+        "labels": list(labels.names),
+        "splits": {
+            name: split_stats(splits[name], tokenized[name], labels, data.max_length)
+            for name in SPLITS
+        },
+    }
+
+    output_dir = Path(data.output_dir)
+    staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for name in SPLITS:
+            _write_split(staging / name, splits[name], labels, tokenized[name], data.shard_rows)
+        labels.save(staging / "label_map.json")
+        _write_json(staging / "stats.json", stats)
+        _write_json(staging / "fingerprint.json", {"fingerprint": data_fingerprint, **identity})
+        _swap_in(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PrepResult(output_dir, data_fingerprint, stats)
+
+
+def _write_split(
+    directory: Path, examples: Examples, labels: LabelMap, tokens: Tokenized, shard_rows: int
+) -> None:
+    columns: dict[str, pa.Array] = {"text": pa.array(examples.texts, pa.string())}
+    if examples.pairs is not None:
+        columns["text_pair"] = pa.array(examples.pairs, pa.string())
+    columns["label"] = pa.array(labels.encode(examples.labels), pa.int32())
+    columns["input_ids"] = pa.array(tokens.input_ids, pa.list_(pa.int32()))
+    if tokens.token_type_ids is not None:
+        columns["token_type_ids"] = pa.array(tokens.token_type_ids, pa.list_(pa.int8()))
+    columns["location"] = pa.array(examples.locations, pa.string())
+    table = pa.table(columns)
+    directory.mkdir(parents=True)
+    for shard, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
+        pq.write_table(
+            table.slice(start, shard_rows),
+            directory / f"part-{shard:05d}.parquet",
+            compression="zstd",
+        )
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` with `staging`; the old outputs go only after the new ones are in."""
+    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
