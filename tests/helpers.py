@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,12 @@ needs_sst2 = pytest.mark.skipif(
 )
 
 
-def write_csv(path: Path, rows: list[list[Any]], header: list[str] | None = ("text", "label"),
-              delimiter: str = ",") -> Path:
+def write_csv(
+    path: Path,
+    rows: list[list[Any]],
+    header: list[str] | None = ("text", "label"),
+    delimiter: str = ",",
+) -> Path:
     """Write rows with an optional header: CSV with RFC 4180 quoting, TSV literally (as GLUE)."""
     lines = ([list(header)] if header is not None else []) + [list(r) for r in rows]
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -35,10 +42,20 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def balanced_rows(n_per_class: int = 10, labels: tuple[str, ...] = ("good", "bad")) -> list[list[str]]:
+def balanced_rows(
+    n_per_class: int = 10, labels: tuple[str, ...] = ("good", "bad")
+) -> list[list[str]]:
     """Distinct texts, n per label, interleaved."""
-    return [
-        [f"{label} example number {i}", label]
-        for i in range(n_per_class)
-        for label in labels
-    ]
+    return [[f"{label} example number {i}", label] for i in range(n_per_class) for label in labels]
+
+
+FTPIPE = [str(Path(sys.executable).with_name("ftpipe"))]
+"""The console script pyproject.toml installs beside this interpreter."""
+
+
+def ftpipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the ftpipe console script as a user would, offline, capturing its output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [*FTPIPE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )

@@ -49,13 +49,22 @@ Overrides = Annotated[
 ]
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         out.print(f"ftpipe {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Fine-tune pretrained transformers on your labelled data, reproducibly."""
 
 
 @app.command()
@@ -89,8 +98,19 @@ def config_schema() -> None:
 
 def _print_stats(stats: dict) -> None:
     table = Table(title=f"prep: {stats['model']}, max_length {stats['max_length']}")
-    for column in ("split", "rows", "per label", "dropped", "p95 tokens", "truncated", "unk", "pieces/word"):
-        table.add_column(column, justify="left" if column in ("split", "per label", "dropped") else "right")
+    for column in (
+        "split",
+        "rows",
+        "per label",
+        "dropped",
+        "p95 tokens",
+        "truncated",
+        "unk",
+        "pieces/word",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("split", "per label", "dropped") else "right"
+        )
     for name, split in stats["splits"].items():
         table.add_row(
             name,

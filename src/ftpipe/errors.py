@@ -16,3 +16,8 @@ class ConfigError(FtpipeError):
 
 class DataError(FtpipeError):
     """An input file cannot be read or fails validation."""
+
+
+def reason(exc: BaseException) -> str:
+    """A library exception's message as one line without a closing period, for embedding."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__

@@ -131,7 +131,7 @@ def test_malformed_files_and_overrides_are_clear_errors(tmp_path, text, override
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
 
 

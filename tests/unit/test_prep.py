@@ -38,7 +38,12 @@ def test_stats_count_tokens_truncation_and_unknowns_exactly(tmp_path, make_confi
     assert stats["rows"] == 4
     assert stats["rows_per_label"] == {"bad": 2, "good": 2}
     assert stats["token_length"] == {
-        "p50": 7.0, "p90": 8.7, "p95": 8.85, "p99": 8.97, "mean": 6.75, "max": 9
+        "p50": 7.0,
+        "p90": 8.7,
+        "p95": 8.85,
+        "p99": 8.97,
+        "mean": 6.75,
+        "max": 9,
     }
     assert stats["truncated_share"] == 0.25
     assert stats["unknown_token_rate"] == round(1 / 19, 6)
@@ -78,7 +83,7 @@ def test_outputs_hold_ids_labels_and_source_rows(tmp_path, make_config):
 def test_split_is_stratified_seeded_and_disjoint(tmp_path, make_config):
     rows = balanced_rows(30, ("good", "bad")) + balanced_rows(10, ("rare",))
     train = write_csv(tmp_path / "train.csv", rows)
-    result = run_prep(make_config(f"seed=3", train=str(train), eval_fraction=0.2))
+    result = run_prep(make_config("seed=3", train=str(train), eval_fraction=0.2))
     held = read_split(result.output_dir / "eval")
     kept = read_split(result.output_dir / "train")
     names = result.stats["labels"]
@@ -122,10 +127,16 @@ def test_rerun_gives_byte_identical_outputs_and_fingerprint(tmp_path, make_confi
     first = run_prep(make_config(train=str(train), output_dir=str(tmp_path / "a")))
     second = run_prep(make_config(train=str(train), output_dir=str(tmp_path / "b")))
     assert first.fingerprint == second.fingerprint
-    files = sorted(p.relative_to(first.output_dir) for p in first.output_dir.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(second.output_dir) for p in second.output_dir.rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(first.output_dir) for p in first.output_dir.rglob("*") if p.is_file()
+    )
+    assert files == sorted(
+        p.relative_to(second.output_dir) for p in second.output_dir.rglob("*") if p.is_file()
+    )
     for name in files:
-        assert (first.output_dir / name).read_bytes() == (second.output_dir / name).read_bytes(), name
+        assert (first.output_dir / name).read_bytes() == (second.output_dir / name).read_bytes(), (
+            name
+        )
     recorded = json.loads((first.output_dir / "fingerprint.json").read_text())
     assert recorded["fingerprint"] == first.fingerprint
     assert recorded["inputs"]["train"]["source"] == str(train)
@@ -136,7 +147,9 @@ def test_fingerprint_tracks_bytes_and_prep_config_but_not_paths(tmp_path, make_c
     base = run_prep(make_config(train=str(train))).fingerprint
     moved = tmp_path / "moved.csv"
     moved.write_bytes(train.read_bytes())
-    assert run_prep(make_config(train=str(moved), output_dir=str(tmp_path / "x"))).fingerprint == base
+    assert (
+        run_prep(make_config(train=str(moved), output_dir=str(tmp_path / "x"))).fingerprint == base
+    )
     assert run_prep(make_config(train=str(train), max_length=32)).fingerprint != base
     assert run_prep(make_config("seed=1", train=str(train))).fingerprint != base
     train.write_bytes(train.read_bytes().replace(b"number 3", b"number 33"))
@@ -144,8 +157,10 @@ def test_fingerprint_tracks_bytes_and_prep_config_but_not_paths(tmp_path, make_c
 
 
 def test_pairs_store_token_types_and_fit_max_length(tmp_path, make_config):
-    rows = [[f"my order {i}", "the card was charged twice please help " * 3, lab]
-            for i, lab in enumerate(["good", "bad"] * 5)]
+    rows = [
+        [f"my order {i}", "the card was charged twice please help " * 3, lab]
+        for i, lab in enumerate(["good", "bad"] * 5)
+    ]
     train = write_csv(tmp_path / "p.csv", rows, header=["a", "b", "label"])
     result = run_prep(make_config(train=str(train), text_column="a", text_pair_column="b"))
     for row in read_split(result.output_dir / "train"):
@@ -159,8 +174,12 @@ def test_large_splits_are_sharded(tmp_path, make_config):
     train = write_csv(tmp_path / "train.csv", balanced_rows(25))
     result = run_prep(make_config(train=str(train), shard_rows=10, eval_fraction=0.2))
     shards = sorted((result.output_dir / "train").glob("part-*.parquet"))
-    assert [s.name for s in shards] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
-                                        "part-00003.parquet"]
+    assert [s.name for s in shards] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+        "part-00003.parquet",
+    ]
     assert len(read_split(result.output_dir / "train")) == 40
 
 
@@ -177,5 +196,15 @@ def test_failed_rerun_keeps_the_previous_outputs(tmp_path, make_config):
 
 def test_unloadable_model_is_a_clear_error(tmp_path, make_config):
     train = write_csv(tmp_path / "train.csv", balanced_rows(5))
-    with pytest.raises(DataError, match=r"Cannot load the tokenizer of model.name="):
+    with pytest.raises(DataError, match=r"looks like a local path, but there is no such directory"):
         run_prep(make_config(f"model.name={tmp_path / 'no-model-here'}", train=str(train)))
+
+
+def test_unreachable_hub_model_is_one_clear_paragraph(tmp_path, make_config, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train = write_csv(tmp_path / "train.csv", balanced_rows(5))
+    with pytest.raises(DataError) as info:
+        run_prep(make_config("model.name=some-org/not-cached-model", train=str(train)))
+    message = str(info.value)
+    assert message.startswith("Cannot load the tokenizer of model.name='some-org/not-cached-model'")
+    assert "\n" not in message and ".." not in message

@@ -17,7 +17,7 @@ ROWS = [*balanced_rows(3), ['a "quoted" text, with a comma', "good"]]
 def examples_of(source: str, make_config, **data):
     config = make_config(train=source, **data).data
     examples = validate_table(read_table(source, config), config, None)
-    return list(zip(examples.texts, examples.labels))
+    return list(zip(examples.texts, examples.labels, strict=True))
 
 
 def written(tmp_path: Path, fmt: str) -> str:
@@ -26,9 +26,13 @@ def written(tmp_path: Path, fmt: str) -> str:
     if fmt == "tsv":
         return str(write_csv(tmp_path / "d.tsv", ROWS, delimiter="\t"))
     if fmt == "jsonl":
-        return str(write_jsonl(tmp_path / "d.jsonl", [{"text": t, "label": lab} for t, lab in ROWS]))
+        return str(
+            write_jsonl(tmp_path / "d.jsonl", [{"text": t, "label": lab} for t, lab in ROWS])
+        )
     path = tmp_path / "d.parquet"
-    pq.write_table(pa.table({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS]}), path)
+    pq.write_table(
+        pa.table({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS]}), path
+    )
     return str(path)
 
 
@@ -56,7 +60,9 @@ def test_integer_labels_in_jsonl_become_names(tmp_path, make_config):
 
 
 def test_text_pairs_are_read(tmp_path, make_config):
-    path = write_csv(tmp_path / "p.csv", [["a", "b", "good"]], header=["premise", "hypothesis", "label"])
+    path = write_csv(
+        tmp_path / "p.csv", [["a", "b", "good"]], header=["premise", "hypothesis", "label"]
+    )
     config = make_config(train=str(path), text_column="premise", text_pair_column="hypothesis").data
     examples = validate_table(read_table(str(path), config), config, None)
     assert (examples.texts, examples.pairs, examples.labels) == (["a"], ["b"], ["good"])
@@ -98,12 +104,13 @@ def test_hugging_face_class_labels_keep_their_names(tmp_path, make_config):
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
     )
     directory = tmp_path / "saved"
-    datasets.Dataset.from_dict({"text": ["meh", "yay"], "label": [0, 1]}, features=features).to_parquet(
-        str(directory / "train.parquet")
-    )
+    datasets.Dataset.from_dict(
+        {"text": ["meh", "yay"], "label": [0, 1]}, features=features
+    ).to_parquet(str(directory / "train.parquet"))
     (directory / "README.md").write_text(
-        "---\ndataset_info:\n  features:\n  - name: text\n    dtype: string\n  - name: label\n"
-        "    dtype:\n      class_label:\n        names:\n          '0': neg\n          '1': pos\n---\n"
+        "---\ndataset_info:\n  features:\n  - name: text\n    dtype: string\n"
+        "  - name: label\n    dtype:\n      class_label:\n        names:\n"
+        "          '0': neg\n          '1': pos\n---\n"
     )
     assert examples_of(f"hf:{directory}:train", make_config) == [("meh", "neg"), ("yay", "pos")]
 

@@ -34,7 +34,13 @@ CASES = [
         ["no column 'label' (data.label_column)", "'sentiment'"],
         None,
     ),
-    ("empty-text", csv_bytes([*GOOD, ["", "good"]]), {}, ["line 22: text in 'text' is empty"], "empty_text"),
+    (
+        "empty-text",
+        csv_bytes([*GOOD, ["", "good"]]),
+        {},
+        ["line 22: text in 'text' is empty"],
+        "empty_text",
+    ),
     (
         "whitespace-text",
         csv_bytes([*GOOD, ["   ", "bad"]]),
@@ -42,7 +48,13 @@ CASES = [
         ["line 22: text in 'text' is empty"],
         "empty_text",
     ),
-    ("null-label", csv_bytes([*GOOD, ["a lonely row", ""]]), {}, ["line 22: label in 'label' is missing"], "null_label"),
+    (
+        "null-label",
+        csv_bytes([*GOOD, ["a lonely row", ""]]),
+        {},
+        ["line 22: label in 'label' is missing"],
+        "null_label",
+    ),
     (
         "short-row",
         csv_bytes([*GOOD]) + b"no label field at all\n",
@@ -102,9 +114,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("content", "data", "fragments", "kind"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_fails_naming_file_and_row(tmp_path: Path, make_config, content, data, fragments, kind):
+@pytest.mark.parametrize(
+    ("content", "data", "fragments", "kind"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_fails_naming_file_and_row(
+    tmp_path: Path, make_config, content, data, fragments, kind
+):
     train = tmp_path / "train.csv"
     train.write_bytes(content)
     with pytest.raises(DataError) as info:
@@ -119,9 +134,11 @@ def test_bad_input_fails_naming_file_and_row(tmp_path: Path, make_config, conten
     assert not (tmp_path / "prep").exists(), "a failed prep must not leave outputs behind"
 
 
-@pytest.mark.parametrize(("content", "data", "kind"),
-                         [(c[1], c[2], c[4]) for c in CASES if c[4] is not None],
-                         ids=[c[0] for c in CASES if c[4] is not None])
+@pytest.mark.parametrize(
+    ("content", "data", "kind"),
+    [(c[1], c[2], c[4]) for c in CASES if c[4] is not None],
+    ids=[c[0] for c in CASES if c[4] is not None],
+)
 def test_drop_policy_removes_and_counts_the_bad_rows(tmp_path, make_config, content, data, kind):
     train = tmp_path / "train.csv"
     train.write_bytes(content)
@@ -147,7 +164,9 @@ def test_duplicates_can_be_kept(tmp_path, make_config):
 
 def test_leakage_between_train_and_eval_names_both_places(tmp_path, make_config):
     train = write_csv(tmp_path / "train.csv", GOOD)
-    held_out = write_csv(tmp_path / "eval.csv", [["held out one", "good"], GOOD[4], ["another", "bad"]])
+    held_out = write_csv(
+        tmp_path / "eval.csv", [["held out one", "good"], GOOD[4], ["another", "bad"]]
+    )
     with pytest.raises(DataError) as info:
         run_prep(make_config(train=str(train), eval=str(held_out)))
     message = str(info.value)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ftpipe.config.schema import Config
-from ftpipe.errors import ConfigError
+from ftpipe.errors import ConfigError, reason
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -42,7 +42,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(
+            f"Config file {path} is not valid YAML: {reason(exc)}. Fix the indentation or quoting."
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -20,8 +20,10 @@ def prep_identity(config: Config, digests: dict[str, str], tokenizer_sha256: str
     """Everything the fingerprint covers, as a JSON-ready mapping (written to fingerprint.json)."""
     data = config.data.model_dump(mode="json", exclude=set(IGNORED_DATA_KEYS))
     return {
-        "inputs": {role: {"source": getattr(config.data, role), "sha256": digest}
-                   for role, digest in digests.items()},
+        "inputs": {
+            role: {"source": getattr(config.data, role), "sha256": digest}
+            for role, digest in digests.items()
+        },
         "data": data,
         "seed": config.seed,
         "model": {"name": config.model.name, "revision": config.model.revision},

@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 
 from ftpipe.config.schema import DataConfig
-from ftpipe.errors import DataError
+from ftpipe.errors import DataError, reason
 
 HF_PREFIX = "hf:"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -90,11 +90,11 @@ def _read_bytes(source: str) -> bytes:
         ) from None
     except ImportError as exc:
         raise DataError(
-            f"Cannot open {source}: {exc}. Install the fsspec backend for that URI scheme "
+            f"Cannot open {source}: {reason(exc)}. Install the fsspec backend for that URI scheme "
             "(s3fs for s3://, gcsfs for gs://)."
         ) from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {source}: {exc}.") from None
+        raise DataError(f"Cannot read {source}: {reason(exc)}.") from None
 
 
 def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: bool) -> Table:
@@ -113,7 +113,8 @@ def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: b
                 lines.append(reader.line_num)
     except csv.Error as exc:
         raise DataError(
-            f"{source} line {reader.line_num} is not valid {fmt.upper()}: {exc}. Fix the quoting "
+            f"{source} line {reader.line_num} is not valid {fmt.upper()}: {reason(exc)}. Fix the "
+            "quoting "
             "on that line, or set data.format if the file is of another kind."
         ) from None
     if has_header:
@@ -129,7 +130,7 @@ def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: b
         # Short rows get None for the missing fields; validation names them. Extra fields are
         # kept in a marker column so the row can be reported as malformed.
         padded = record + [None] * (width - len(record))
-        for name, value in zip(names, padded):
+        for name, value in zip(names, padded, strict=False):
             columns[name].append(value)
     extra = [len(r) - width if len(r) > width else 0 for r in records]
     if any(extra):
@@ -172,10 +173,8 @@ def _read_parquet(source: str, raw: bytes) -> Table:
     try:
         table = pq.read_table(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise DataError(f"{source} is not a readable Parquet file: {exc}.") from None
-    columns = {
-        name: [_decode(v) for v in values] for name, values in table.to_pydict().items()
-    }
+        raise DataError(f"{source} is not a readable Parquet file: {reason(exc)}.") from None
+    columns = {name: [_decode(v) for v in values] for name, values in table.to_pydict().items()}
     locations = [f"row {i}" for i in range(1, table.num_rows + 1)]
     return Table(source, columns, locations, hashlib.sha256(raw).hexdigest())
 
@@ -199,8 +198,8 @@ def _read_hf(source: str, config: DataConfig) -> Table:
     except Exception as exc:  # the Hub client raises many types; all mean "cannot load"
         raise DataError(
             f"Cannot load Hugging Face dataset {name!r} (config {config.hf_config!r}, split "
-            f"{split!r}): {exc}. Check the name, data.hf_config and the split; offline, point "
-            "data.train at a local file instead."
+            f"{split!r}): {reason(exc)}. Check the name, data.hf_config and the split; "
+            "offline, point data.train at a local file instead."
         ) from None
     columns: dict[str, list[Any]] = {}
     for column in dataset.column_names:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from ftpipe.config.schema import ModelConfig
-from ftpipe.errors import DataError
+from ftpipe.errors import DataError, reason
 from ftpipe.hub import resolve_model
 
 CHUNK_ROWS = 8192
@@ -40,7 +41,7 @@ class Tokenized:
 
 
 def load_tokenizer(model: ModelConfig) -> Tokenizer:
-    """Load the base model's fast tokenizer and return its Rust backend.
+    """Load the base model's fast tokenizer and return its Rust backend, untruncated.
 
     Raises:
         DataError: If the tokenizer cannot be loaded or has no fast (Rust) implementation.
@@ -48,14 +49,21 @@ def load_tokenizer(model: ModelConfig) -> Tokenizer:
     from transformers import AutoTokenizer
 
     location = resolve_model(model.name)
+    if location.startswith(("/", "./", "../", "~")) and not Path(location).expanduser().is_dir():
+        raise DataError(
+            f"model.name={model.name!r} looks like a local path, but there is no such directory. "
+            "Point it at a directory holding tokenizer.json, or use the built-in alias "
+            "all-MiniLM-L6-v2."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location, revision=model.revision, trust_remote_code=False
         )
     except Exception as exc:  # Hub and file errors come in many types
         raise DataError(
-            f"Cannot load the tokenizer of model.name={model.name!r}: {exc}. Use the built-in "
-            "alias all-MiniLM-L6-v2, a local model directory, or a Hub id reachable from here."
+            f"Cannot load the tokenizer of model.name={model.name!r}: {reason(exc)}. Use the "
+            "built-in alias all-MiniLM-L6-v2, a local model directory, or a Hub id reachable "
+            "from here."
         ) from None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -63,8 +71,12 @@ def load_tokenizer(model: ModelConfig) -> Tokenizer:
             f"model.name={model.name!r} has no fast (Rust) tokenizer, which prep needs for "
             "batched tokenization. Use a model that ships tokenizer.json."
         )
-    # A copy, so truncation and padding saved in tokenizer.json do not leak into our calls.
-    return Tokenizer.from_str(backend.to_str())
+    # A copy without the truncation and padding saved in tokenizer.json: prep measures true
+    # lengths first and truncates only the rows that need it.
+    untruncated = Tokenizer.from_str(backend.to_str())
+    untruncated.no_truncation()
+    untruncated.no_padding()
+    return untruncated
 
 
 def tokenizer_digest(tokenizer: Tokenizer) -> str:
@@ -79,37 +91,57 @@ def tokenize(
     max_length: int,
     desc: str = "tokenize",
 ) -> Tokenized:
-    """Encode texts (or text pairs), truncated to `max_length` tokens."""
-    full = Tokenizer.from_str(tokenizer.to_str())
-    full.no_truncation()
-    full.no_padding()
-    inputs = texts if pairs is None else list(zip(texts, pairs))
+    """Encode texts (or text pairs), truncated to `max_length` tokens.
+
+    Args:
+        tokenizer: An untruncated, unpadded tokenizer from `load_tokenizer`.
+        texts: First (or only) texts.
+        pairs: Second texts, or None.
+        max_length: Longest allowed encoding, special tokens included.
+        desc: Progress-bar label.
+    """
+    is_pair = pairs is not None
+    inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
+    specials = tokenizer.num_special_tokens_to_add(is_pair)
+    unk_id = _unknown_id(tokenizer)
     input_ids: list[list[int]] = []
     type_ids: list[list[int]] = []
     lengths = np.empty(len(inputs), dtype=np.int64)
     pieces = words = unknown = 0
-    unk_id = _unknown_id(full)
     with tqdm(total=len(inputs), desc=desc, unit="rows", disable=None, leave=False) as bar:
         for start in range(0, len(inputs), CHUNK_ROWS):
-            for offset, enc in enumerate(full.encode_batch(inputs[start : start + CHUNK_ROWS])):
+            encodings = tokenizer.encode_batch(inputs[start : start + CHUNK_ROWS])
+            for offset, enc in enumerate(encodings):
                 ids = enc.ids
                 lengths[start + offset] = len(ids)
-                pieces += len(ids) - sum(enc.special_tokens_mask)
-                words += len({(s, w) for s, w in zip(enc.sequence_ids, enc.word_ids) if w is not None})
+                pieces += len(ids) - specials
+                words += _count_words(enc, is_pair)
                 if unk_id is not None:
                     unknown += ids.count(unk_id)
                 input_ids.append(ids)
-                type_ids.append(enc.type_ids)
-            bar.update(min(CHUNK_ROWS, len(inputs) - start))
-    _truncate(tokenizer, inputs, lengths, max_length, input_ids, type_ids)
+                if is_pair:
+                    type_ids.append(enc.type_ids)
+            bar.update(len(encodings))
+    _truncate(tokenizer, inputs, lengths, max_length, input_ids, type_ids if is_pair else None)
     return Tokenized(
         input_ids=input_ids,
-        token_type_ids=type_ids if pairs is not None else None,
+        token_type_ids=type_ids if is_pair else None,
         lengths=lengths,
         pieces=pieces,
         words=words,
         unknown=unknown,
     )
+
+
+def _count_words(enc: Encoding, is_pair: bool) -> int:
+    """Pre-tokenized words in one encoding; special tokens have no word id."""
+    if is_pair:
+        return len(
+            {(s, w) for s, w in zip(enc.sequence_ids, enc.word_ids, strict=True) if w is not None}
+        )
+    # Word ids of one sequence count up from 0, so the last one gives the count; scanning from
+    # the end touches only the trailing special tokens.
+    return next((w for w in reversed(enc.word_ids) if w is not None), -1) + 1
 
 
 def _truncate(
@@ -118,20 +150,24 @@ def _truncate(
     lengths: np.ndarray,
     max_length: int,
     input_ids: list[list[int]],
-    type_ids: list[list[int]],
+    type_ids: list[list[int]] | None,
 ) -> None:
     """Re-encode only the over-long rows with the tokenizer's own truncation, in place."""
     long_rows = np.flatnonzero(lengths > max_length).tolist()
     if not long_rows:
         return
-    if max_length <= tokenizer.num_special_tokens_to_add(isinstance(inputs[0], tuple)):
-        raise DataError(f"data.max_length={max_length} leaves no room for text after special tokens.")
+    if max_length <= tokenizer.num_special_tokens_to_add(type_ids is not None):
+        raise DataError(
+            f"data.max_length={max_length} leaves no room for text after the special tokens. "
+            "Raise data.max_length."
+        )
     truncating = Tokenizer.from_str(tokenizer.to_str())
-    truncating.no_padding()
     truncating.enable_truncation(max_length, strategy="longest_first")
-    for row, enc in zip(long_rows, truncating.encode_batch([inputs[i] for i in long_rows])):
+    encoded = truncating.encode_batch([inputs[i] for i in long_rows])
+    for row, enc in zip(long_rows, encoded, strict=True):
         input_ids[row] = enc.ids
-        type_ids[row] = enc.type_ids
+        if type_ids is not None:
+            type_ids[row] = enc.type_ids
 
 
 def _unknown_id(tokenizer: Tokenizer) -> int | None:

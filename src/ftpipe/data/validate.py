@@ -48,7 +48,7 @@ class Examples:
     def keys(self) -> list[tuple[str, str | None]]:
         """Identity of each example for duplicate and leakage checks: (text, pair)."""
         pairs = self.pairs if self.pairs is not None else [None] * len(self.texts)
-        return list(zip(self.texts, pairs))
+        return list(zip(self.texts, pairs, strict=True))
 
     def take(self, indices: list[int], dropped: Counter[str]) -> Examples:
         """Return the rows at `indices`, carrying the given drop counts."""
@@ -119,7 +119,7 @@ def drop_leakage(train: Examples, held_out: Examples, policy: str) -> Examples:
 
     Leakage inflates eval metrics; the eval set is kept as given and train loses the rows.
     """
-    where = {key: loc for key, loc in zip(held_out.keys(), held_out.locations)}
+    where = {key: loc for key, loc in zip(held_out.keys(), held_out.locations, strict=True)}
     problems = [
         Problem(
             i,
@@ -188,8 +188,10 @@ def _row_problems(
             )
         elif _has_bad_bytes(body) or _has_bad_bytes(name or ""):
             yield Problem(
-                i, location, "not_utf8", f"{location}: bytes that are not valid UTF-8; re-save "
-                "the file as UTF-8"
+                i,
+                location,
+                "not_utf8",
+                f"{location}: bytes that are not valid UTF-8; re-save the file as UTF-8",
             )
         elif not examples.texts[i].strip():
             yield Problem(i, location, "empty_text", f"{location}: text in {text!r} is empty")
@@ -200,13 +202,18 @@ def _row_problems(
         elif known is not None and name not in known:
             allowed = ", ".join(sorted(known))
             yield Problem(
-                i, location, "unknown_label", f"{location}: label {name!r} is not one of "
-                f"{allowed} (data.labels, or the labels seen in training)"
+                i,
+                location,
+                "unknown_label",
+                f"{location}: label {name!r} is not one of "
+                f"{allowed} (data.labels, or the labels seen in training)",
             )
         elif len(body) > config.max_chars:
             yield Problem(
-                i, location, "too_long", f"{location}: {len(body)} characters, over "
-                f"data.max_chars={config.max_chars}"
+                i,
+                location,
+                "too_long",
+                f"{location}: {len(body)} characters, over data.max_chars={config.max_chars}",
             )
 
 
@@ -231,15 +238,20 @@ def _duplicates(examples: Examples) -> tuple[list[Problem], list[Problem]]:
             seen = ", ".join(sorted(labels_of[key]))
             conflicts.append(
                 Problem(
-                    i, where, "conflicting_label", f"{where}: text {_short(key[0])} has "
-                    f"conflicting labels ({seen}; label here {examples.labels[i]!r})"
+                    i,
+                    where,
+                    "conflicting_label",
+                    f"{where}: text {_short(key[0])} has "
+                    f"conflicting labels ({seen}; label here {examples.labels[i]!r})",
                 )
             )
         elif j != i:
             exact.append(
                 Problem(
-                    i, where, "duplicate", f"{where}: exact duplicate of "
-                    f"{examples.locations[j]} ({_short(key[0])})"
+                    i,
+                    where,
+                    "duplicate",
+                    f"{where}: exact duplicate of {examples.locations[j]} ({_short(key[0])})",
                 )
             )
     return exact, conflicts
