@@ -97,32 +97,32 @@ def config_schema() -> None:
 
 
 def _print_stats(stats: dict) -> None:
-    table = Table(title=f"prep: {stats['model']}, max_length {stats['max_length']}")
-    for column in (
-        "split",
-        "rows",
-        "per label",
-        "dropped",
-        "p95 tokens",
-        "truncated",
-        "unk",
-        "pieces/word",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("split", "per label", "dropped") else "right"
-        )
-    for name, split in stats["splits"].items():
-        table.add_row(
+    splits = stats["splits"]
+    summary = Table(title=f"prep: {stats['model']}, max_length {stats['max_length']}")
+    summary.add_column("split")
+    for column in ("rows", "p95 tokens", "truncated", "unknown", "pieces/word"):
+        summary.add_column(column, justify="right")
+    for name, split in splits.items():
+        summary.add_row(
             name,
-            str(split["rows"]),
-            ", ".join(f"{k}={v}" for k, v in split["rows_per_label"].items()),
-            ", ".join(f"{k}={v}" for k, v in split["dropped"].items()) or "-",
+            f"{split['rows']:,}",
             f"{split['token_length'].get('p95', 0):.0f}",
             f"{split['truncated_share']:.1%}",
             f"{split['unknown_token_rate']:.2%}",
             f"{split['pieces_per_word']:.2f}",
         )
-    out.print(table)
+    per_label = Table(title="rows per label")
+    per_label.add_column("label")
+    for name in splits:
+        per_label.add_column(name, justify="right")
+    for label in stats["labels"]:
+        per_label.add_row(label, *(f"{s['rows_per_label'][label]:,}" for s in splits.values()))
+    out.print(summary)
+    out.print(per_label)
+    for name, split in splits.items():
+        if split["dropped"]:
+            counts = ", ".join(f"{kind} {n:,}" for kind, n in split["dropped"].items())
+            out.print(f"Dropped from {name}: {counts}")
 
 
 def _configure_logging() -> None:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ftpipe.config.schema import Config
 from ftpipe.data.fingerprint import fingerprint, prep_identity
 from ftpipe.data.labels import LabelMap
-from ftpipe.data.sources import read_table
+from ftpipe.data.sources import Table, read_table
 from ftpipe.data.split import stratified_split
 from ftpipe.data.stats import split_stats
 from ftpipe.data.tokenize import Tokenized, load_tokenizer, tokenize, tokenizer_digest
@@ -60,12 +60,12 @@ def run_prep(config: Config) -> PrepResult:
     data = config.data
     tokenizer = load_tokenizer(config.model)
 
-    train_table = read_table(data.train, data)
+    train_table = _read(data.train, config)
     digests = {"train": train_table.digest}
     train = validate_table(train_table, data, data.labels)
     check_single_class(train)
     if data.eval is not None:
-        eval_table = read_table(data.eval, data)
+        eval_table = _read(data.eval, config)
         digests["eval"] = eval_table.digest
         # Eval may only use labels the model can learn: declared ones, or those in train.
         known = data.labels if data.labels is not None else sorted(set(train.labels))
@@ -91,6 +91,12 @@ def run_prep(config: Config) -> PrepResult:
             log.warning("%s: dropped %d rows (%s)", split.source, split.dropped.total(), counts)
 
     splits = {"train": train, "eval": held_out}
+    log.info(
+        "Tokenizing %s train and %s eval rows (max_length %d)",
+        f"{len(train):,}",
+        f"{len(held_out):,}",
+        data.max_length,
+    )
     tokenized = {
         name: tokenize(tokenizer, ex.texts, ex.pairs, data.max_length, desc=f"tokenize {name}")
         for name, ex in splits.items()
@@ -121,6 +127,13 @@ def run_prep(config: Config) -> PrepResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PrepResult(output_dir, data_fingerprint, stats)
+
+
+def _read(source: str, config: Config) -> Table:
+    log.info("Reading %s", source)
+    table = read_table(source, config.data)
+    log.info("%s: %s rows", source, f"{len(table):,}")
+    return table
 
 
 def _write_split(
