@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from ftpipe import __version__
 from ftpipe.config import Config, config_hash, load_config
@@ -34,8 +35,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Markup off: paths, labels and error text come from users and may hold "[...]".
+out = Console(soft_wrap=True, markup=False, highlight=False)
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The run's YAML config file.", show_default=False)
@@ -70,6 +72,7 @@ def _root(
 @app.command()
 def prep(config: ConfigOption, overrides: Overrides = None) -> None:
     """Load, validate, split and tokenize the data; write shards, stats and a fingerprint."""
+    # Imported here so `ftpipe config ...` starts without loading tokenizers and pyarrow.
     from ftpipe.data import run_prep
 
     cfg = load_config(config, overrides or [])
@@ -86,8 +89,8 @@ def prep(config: ConfigOption, overrides: Overrides = None) -> None:
 def config_show(config: ConfigOption, overrides: Overrides = None) -> None:
     """Print the resolved config (file, defaults and overrides) as YAML, with its hash."""
     cfg = load_config(config, overrides or [])
-    out.print(f"# config hash: {config_hash(cfg)}", highlight=False)
-    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+    out.print(f"# config hash: {config_hash(cfg)}")
+    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 @config_app.command("schema")
@@ -141,7 +144,7 @@ def main() -> None:
     try:
         app()
     except FtpipeError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(Text("error: ", style="bold red") + Text(str(exc)))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -4,6 +4,7 @@ count of the raw files. Skipped where ../shared/data/sst2 is absent."""
 import json
 from collections import Counter, defaultdict
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import SST2, ftpipe, needs_sst2
@@ -17,12 +18,16 @@ def raw_rows(name: str) -> list[tuple[int, str, str]]:
     return [(n, *line.split("\t")) for n, line in enumerate(lines[1:], start=2)]
 
 
-def expected_train_counts() -> tuple[Counter, int, int]:
+def conflicting_texts(rows: list[tuple[int, str, str]]) -> set[str]:
     labels_of: dict[str, set[str]] = defaultdict(set)
-    rows = raw_rows("train.tsv")
     for _, text, label in rows:
         labels_of[text].add(label)
-    conflicted = {t for t, labels in labels_of.items() if len(labels) > 1}
+    return {t for t, labels in labels_of.items() if len(labels) > 1}
+
+
+def expected_train_counts() -> tuple[Counter, int, int]:
+    rows = raw_rows("train.tsv")
+    conflicted = conflicting_texts(rows)
     seen: set[tuple[str, str]] = set()
     kept: Counter = Counter()
     duplicates = 0
@@ -55,6 +60,14 @@ def test_prep_sst2_train_and_dev_counts(tmp_path):
     assert stats["splits"]["eval"]["rows"] == 872
     assert stats["splits"]["eval"]["rows_per_label"] == {"0": held_out["0"], "1": held_out["1"]}
     assert stats["splits"]["eval"]["dropped"] == {}
+
+    # The right rows went: no conflicting phrase is left and no text is kept twice.
+    train_rows = pq.read_table(out / "train").to_pylist()
+    texts = [row["text"] for row in train_rows]
+    assert len(texts) == len(set(texts)) == train["rows"]
+    assert conflicting_texts(raw_rows("train.tsv")).isdisjoint(texts)
+    by_line = {f"line {n}": (text, label) for n, text, label in raw_rows("train.tsv")}
+    assert all(by_line[r["location"]] == (r["text"], str(r["label"])) for r in train_rows)
 
     # The lower-cased, pre-tokenized GLUE text suits an uncased WordPiece vocabulary.
     assert 1.0 < train["pieces_per_word"] < 1.3

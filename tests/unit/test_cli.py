@@ -41,20 +41,21 @@ def test_bad_config_exits_2_with_one_paragraph_and_no_traceback():
     assert "did you mean `max_length`" in result.stderr
 
 
+def prep_demo_config_on(train, out):
+    """`ftpipe prep` with the demo config pointed at another file and output directory."""
+    demo = str(REPO / "configs/demo.yaml")
+    return ftpipe(
+        "prep", "-c", demo, f"data.train={train}", f"data.output_dir={out}", cwd=out.parent
+    )
+
+
 def test_bad_row_exits_2_names_the_line_and_writes_nothing(tmp_path):
     train = write_csv(tmp_path / "train.csv", [*balanced_rows(5), ["   ", "good"]])
     out = tmp_path / "out"
-    result = ftpipe(
-        "prep",
-        "-c",
-        str(REPO / "configs/demo.yaml"),
-        f"data.train={train}",
-        f"data.output_dir={out}",
-        cwd=tmp_path,
-    )
+    result = prep_demo_config_on(train, out)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"{train} has 1 invalid rows" in " ".join(result.stderr.split())
+    assert f"{train} has 1 invalid row" in " ".join(result.stderr.split())
     assert "line 12" in result.stderr
     assert not out.exists()
 
@@ -62,14 +63,7 @@ def test_bad_row_exits_2_names_the_line_and_writes_nothing(tmp_path):
 def test_prep_prints_stats_and_where_it_wrote(tmp_path):
     train = write_csv(tmp_path / "train.csv", balanced_rows(20))
     out = tmp_path / "out"
-    result = ftpipe(
-        "prep",
-        "-c",
-        str(REPO / "configs/demo.yaml"),
-        f"data.train={train}",
-        f"data.output_dir={out}",
-        cwd=tmp_path,
-    )
+    result = prep_demo_config_on(train, out)
     assert result.returncode == 0, result.stderr
     assert f"Wrote {out}" in result.stdout
     assert "data fingerprint" in result.stdout
@@ -81,3 +75,22 @@ def test_version():
     result = ftpipe("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("ftpipe ")
+
+
+def test_user_text_with_brackets_prints_verbatim(tmp_path):
+    rows = [[f"{label} text {i}", label] for i in range(5) for label in ("[positive]", "[/neg]")]
+    train = write_csv(tmp_path / "in[red].csv", rows)
+    out = tmp_path / "out"
+    result = prep_demo_config_on(train, out)
+    assert result.returncode == 0, result.stderr
+    assert "[positive]" in result.stdout and "[/neg]" in result.stdout
+
+    bad = write_csv(
+        tmp_path / "bad[bold].csv", [*rows, ["[/x] odd", "[positive]"], ["[/x] odd", "[/neg]"]]
+    )
+    result = prep_demo_config_on(bad, tmp_path / "out2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    flat = " ".join(result.stderr.split())
+    assert "bad[bold].csv has 2 invalid rows" in flat
+    assert "'[/x] odd' has conflicting labels" in flat

@@ -30,15 +30,34 @@ def test_overrides_are_dotted_and_parsed_as_yaml(tmp_path: Path):
         path, ["data.max_length=64", "data.labels=[neg, pos]", "data.eval=null", "seed=7"]
     )
     assert config.data.max_length == 64
-    assert config.data.labels == ["neg", "pos"]
+    assert config.data.labels == ("neg", "pos")
     assert config.data.eval is None
     assert config.seed == 7
 
 
-def test_config_is_frozen():
-    config = validate_config({"data": {"train": "t.csv"}})
+def test_config_is_frozen_all_the_way_down():
+    config = validate_config(
+        {
+            "data": {"train": "t.csv", "labels": ["a", "b"]},
+            "tune": {"search_space": {"train.lr": "loguniform(1e-5, 1e-3)"}},
+        }
+    )
+    before = config_hash(config)
     with pytest.raises(Exception, match="frozen"):
         config.data.max_length = 3
+    with pytest.raises(AttributeError):
+        config.data.labels.append("c")
+    with pytest.raises(TypeError):
+        config.tune.search_space["train.lr"] = "choice([1e-4])"
+    assert config_hash(config) == before
+    assert config.model_dump(mode="json")["tune"]["search_space"] == {
+        "train.lr": "loguniform(1e-5, 1e-3)"
+    }
+
+
+def test_declared_labels_may_be_integers():
+    config = validate_config({"data": {"train": "t.csv", "labels": [0, 1, "2"]}})
+    assert config.data.labels == ("0", "1", "2")
 
 
 def test_hash_is_stable_and_tracks_every_value():
@@ -98,6 +117,16 @@ def test_hash_is_stable_and_tracks_every_value():
         ),
         pytest.param({"model": {}}, ["`data` is required"], id="missing-section"),
         pytest.param(
+            {"data": {"train": "t.csv", "labels": ["a", "b", "a"]}},
+            ["data.labels repeats 'a'; list each once"],
+            id="repeated-label",
+        ),
+        pytest.param(
+            {"data": {"train": "t.csv", "text_column": True}},
+            ["`data.text_column`", "(got True)"],
+            id="boolean-is-not-a-column",
+        ),
+        pytest.param(
             {"data": {"train": "t.csv", "labels": ["only"]}},
             ["`data.labels`", "at least 2"],
             id="one-declared-label",
@@ -121,6 +150,9 @@ def test_invalid_config_names_dotted_path_and_accepted_values(raw, expected):
         ("- a\n- b\n", [], "must hold a mapping"),
         ("data:\n  train: t.csv\n", ["data.max_length"], "not of the form key.path=value"),
         ("data:\n  train: t.csv\n", ["data.train.x=1"], "data.train, which is a value"),
+        ("data:\n  train: a.csv\n  train: b.csv\n", [], "key 'train' appears twice"),
+        ("1: 2\ndata: {train: t.csv}\n", [], r"`1`: keys should be strings"),
+        ("data:\n  train: t.csv\n", ["data.train="], r"with overrides data\.train=: `data\.train`"),
     ],
 )
 def test_malformed_files_and_overrides_are_clear_errors(tmp_path, text, overrides, expected):
@@ -128,6 +160,15 @@ def test_malformed_files_and_overrides_are_clear_errors(tmp_path, text, override
     path.write_text(text)
     with pytest.raises(ConfigError, match=expected):
         load_config(path, overrides)
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"Cannot read config file .*Pass a UTF-8 YAML file"):
+        load_config(tmp_path)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"Cannot read config file"):
+        load_config(binary)
 
 
 def test_missing_config_file_is_named(tmp_path):

@@ -208,3 +208,38 @@ def test_unreachable_hub_model_is_one_clear_paragraph(tmp_path, make_config, mon
     message = str(info.value)
     assert message.startswith("Cannot load the tokenizer of model.name='some-org/not-cached-model'")
     assert "\n" not in message and ".." not in message
+
+
+def test_output_dir_that_prep_did_not_write_is_refused(tmp_path, make_config):
+    train = write_csv(tmp_path / "train.csv", balanced_rows(5))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=r"non-empty directory that prep did not write"):
+        run_prep(make_config(train=str(train), output_dir=str(foreign)))
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match=r"is a file"):
+        run_prep(make_config(train=str(train), output_dir=str(a_file)))
+
+
+def test_output_dir_holding_an_input_is_refused(tmp_path, make_config):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    train = write_csv(data_dir / "train.csv", balanced_rows(5))
+    with pytest.raises(DataError, match=r"contains the input"):
+        run_prep(make_config(train=str(train), output_dir=str(tmp_path)))
+    assert train.exists()
+
+
+def test_rerun_replaces_its_own_outputs(tmp_path, make_config):
+    train = write_csv(tmp_path / "train.csv", balanced_rows(10))
+    run_prep(make_config(train=str(train)))
+    result = run_prep(make_config(train=str(train), max_length=32))
+    assert result.stats["max_length"] == 32
+    assert json.loads((result.output_dir / "stats.json").read_text())["max_length"] == 32
+
+
+def test_label_map_treats_only_ascii_digits_as_integers():
+    assert LabelMap.build(None, ["²", "1", "10"]).names == ("1", "10", "²")

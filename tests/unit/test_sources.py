@@ -120,3 +120,37 @@ def test_hf_source_without_split_is_explained(make_config):
 
     with pytest.raises(DataError, match="hf:NAME:SPLIT"):
         examples_of("hf:glue", make_config)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"text,label\r\nhello,good\r\nbye,bad\r\n", [("hello", "good"), ("bye", "bad")]),
+        ("\ufefftext,label\nhello,good\n".encode(), [("hello", "good")]),
+        (b'text,label\n"two\nlines",good\nnext,bad\n', [("two\nlines", "good"), ("next", "bad")]),
+    ],
+    ids=["crlf", "utf8-bom", "multi-line-field"],
+)
+def test_csv_quirks_read_as_intended(tmp_path, make_config, content, expected):
+    path = tmp_path / "d.csv"
+    path.write_bytes(content)
+    assert examples_of(str(path), make_config) == expected
+
+
+def test_multi_line_field_is_located_by_its_last_line(tmp_path, make_config):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'text,label\n"two\nlines",\nnext,bad\n')
+    config = make_config(train=str(path)).data
+    assert read_table(str(path), config).locations == ["line 3", "line 4"]
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path, make_config):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "one\u2028two\u0085three", "label": "good"}\n', encoding="utf-8")
+    assert examples_of(str(path), make_config) == [("one\u2028two\u0085three", "good")]
+
+
+def test_parquet_integer_labels_become_names(tmp_path, make_config):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": ["x", "y"], "label": pa.array([1, 0], pa.int64())}), path)
+    assert examples_of(str(path), make_config) == [("x", "1"), ("y", "0")]

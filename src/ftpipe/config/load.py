@@ -6,6 +6,7 @@ values are accepted, never a traceback.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +40,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             f"Config file {path} does not exist. Pass an existing YAML file with --config, "
             "for example configs/demo.yaml."
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"Cannot read config file {path}: {reason(exc)}. Pass a UTF-8 YAML file with --config."
+        ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no objects
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"Config file {path} is not valid YAML: {reason(exc)}. Fix the indentation or quoting."
+            f"Config file {path} is not valid YAML: {reason(exc)}. Fix the line it names."
         ) from None
     if raw is None:
         raw = {}
@@ -52,12 +57,13 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             f"Config file {path} must hold a mapping of sections (data, model, ...), "
             f"not a {type(raw).__name__}."
         )
-    return validate_config(apply_overrides(raw, overrides), source=str(path))
+    source = str(path) + (f" with overrides {' '.join(overrides)}" if overrides else "")
+    return validate_config(apply_overrides(raw, overrides), source=source)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of `raw` with each `a.b.c=value` override set; values are parsed as YAML."""
-    result = _deep_copy(raw)
+    result = copy.deepcopy(raw)
     for override in overrides:
         key, sep, value_text = override.partition("=")
         if not sep or not key.strip():
@@ -93,14 +99,6 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
             f"Invalid config {source}: {'; '.join(problems)}. Fix the file, or override the key "
             "on the command line (key.path=value); `ftpipe config schema` lists every key."
         ) from None
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _describe_errors(exc: ValidationError) -> list[str]:
@@ -143,7 +141,10 @@ def _dotted_path(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     parent: type[BaseModel] | None = Config
     for item in loc:
         if isinstance(item, int):
-            parts[-1] = f"{parts[-1]}[{item}]" if parts else str(item)
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(str(item))
             continue
         if model is None:
             if not parts or item.split("[")[0] in _UNION_TAGS:
@@ -160,6 +161,21 @@ def _dotted_path(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "literal", "function-after"}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _unknown_key(path: str, parent: type[BaseModel] | None) -> str:

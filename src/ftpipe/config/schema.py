@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    model_validator,
+)
 
 StrategyName = Literal[
     "auto",
@@ -24,6 +35,36 @@ StrategyName = Literal[
     "prompt-tuning",
     "gradual-unfreezing",
 ]
+
+
+def _label_names(value: Any) -> Any:
+    # Labels may be written as integers (0, 1) or strings; both name a class.
+    if isinstance(value, (list, tuple)):
+        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+def _unique(names: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"data.labels repeats {', '.join(map(repr, repeated))}; list each once")
+    return names
+
+
+LabelNames = Annotated[
+    tuple[str, ...], BeforeValidator(_label_names), AfterValidator(_unique), Field(min_length=2)
+]
+"""Declared labels: strings or integers, each once; stored as an immutable tuple of names."""
+
+FrozenMapping = Annotated[
+    Mapping[str, str],
+    AfterValidator(lambda value: MappingProxyType(dict(value))),
+    PlainSerializer(dict, return_type=dict),
+]
+"""A read-only mapping, so a frozen config cannot change under its hash."""
+
+Column = str | StrictInt
+"""A column name, or a 0-based index (booleans are not indexes)."""
 
 
 class Section(BaseModel):
@@ -50,18 +91,19 @@ class DataConfig(Section):
     """Whether CSV/TSV files start with a header line. Without one, columns are 0-based
     indexes."""
 
-    text_column: str | int = "text"
+    text_column: Column = "text"
     """Column holding the text: a name, or a 0-based index when `has_header` is false."""
 
-    text_pair_column: str | int | None = None
+    text_pair_column: Column | None = None
     """Optional column holding a second text, for sentence-pair tasks."""
 
-    label_column: str | int = "label"
+    label_column: Column = "label"
     """Column holding the label: a string or an integer per row."""
 
-    labels: list[str] | None = Field(default=None, min_length=2)
-    """Declared label set, in id order. Rows with other labels are invalid. Null infers the set
-    from the training data (integers sort numerically, strings alphabetically)."""
+    labels: LabelNames | None = None
+    """Declared label set, in id order (strings or integers). Rows with other labels are
+    invalid. Null infers the set from the training data (integers sort numerically, strings
+    alphabetically)."""
 
     hf_config: str | None = None
     """Configuration (subset) name for a `hf:` dataset, for example `sst2` for GLUE."""
@@ -88,7 +130,8 @@ class DataConfig(Section):
 
     output_dir: str = "outputs/prep"
     """Directory prep writes to: train/ and eval/ shards, label_map.json, stats.json and
-    fingerprint.json. It is replaced atomically."""
+    fingerprint.json. Prep replaces it whole once the new outputs are complete, and refuses a
+    directory it did not write."""
 
     @model_validator(mode="after")
     def _columns_match_header(self) -> DataConfig:
@@ -160,7 +203,7 @@ class TuneConfig(Section):
     max_concurrent_trials: int = Field(default=2, ge=1)
     """Trials that run at once."""
 
-    search_space: dict[str, str] = Field(default_factory=dict)
+    search_space: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
     """Dotted config path to a sampler, for example `train.lr: loguniform(1e-5, 5e-4)`."""
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ class LabelMap:
     names: tuple[str, ...]
 
     @classmethod
-    def build(cls, declared: list[str] | None, observed: list[str]) -> LabelMap:
+    def build(cls, declared: Sequence[str] | None, observed: list[str]) -> LabelMap:
         """Use the declared order, else sort the observed labels.
 
         Integer labels sort numerically (so "0".."9", "10" keep their ids) and strings
@@ -57,4 +59,4 @@ class LabelMap:
 
 
 def _is_int(name: str) -> bool:
-    return name.lstrip("-").isdigit()
+    return re.fullmatch(r"-?[0-9]+", name) is not None

@@ -34,7 +34,7 @@ from ftpipe.data.sources import Table, read_table
 from ftpipe.data.split import stratified_split
 from ftpipe.data.stats import split_stats
 from ftpipe.data.tokenize import Tokenized, load_tokenizer, tokenize, tokenizer_digest
-from ftpipe.data.validate import Examples, check_single_class, drop_leakage, validate_table
+from ftpipe.data.validate import Examples, check_trainable, drop_leakage, validate_table
 from ftpipe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,46 +55,17 @@ def run_prep(config: Config) -> PrepResult:
     """Run the prep stage for a config; see the module docstring for the outputs.
 
     Raises:
-        DataError: On unreadable inputs, or invalid rows under `data.on_error=fail`.
+        DataError: On unreadable inputs, invalid rows under `data.on_error=fail`, or an
+            output directory that is not prep's to replace.
     """
     data = config.data
+    output_dir = _checked_output_dir(data.output_dir, [data.train, data.eval])
     tokenizer = load_tokenizer(config.model)
-
-    train_table = _read(data.train, config)
-    digests = {"train": train_table.digest}
-    train = validate_table(train_table, data, data.labels)
-    check_single_class(train)
-    if data.eval is not None:
-        eval_table = _read(data.eval, config)
-        digests["eval"] = eval_table.digest
-        # Eval may only use labels the model can learn: declared ones, or those in train.
-        known = data.labels if data.labels is not None else sorted(set(train.labels))
-        held_out = validate_table(eval_table, data, known)
-        train = drop_leakage(train, held_out, data.on_error)
-        check_single_class(train)
-        labels = LabelMap.build(data.labels, train.labels)
-    else:
-        labels = LabelMap.build(data.labels, train.labels)
-        train_idx, eval_idx = stratified_split(
-            labels.encode(train.labels), data.eval_fraction, config.seed
-        )
-        # Drops happened before the split, so they are counted once, on train.
-        train, held_out = train.take(train_idx, train.dropped), train.take(eval_idx, Counter())
-    if not len(held_out):
-        raise DataError(
-            f"The eval set is empty after validation ({data.eval or data.train}). Give more rows, "
-            "or raise data.eval_fraction."
-        )
-    for split in (train, held_out):
-        if split.dropped:
-            counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(split.dropped.items()))
-            log.warning("%s: dropped %d rows (%s)", split.source, split.dropped.total(), counts)
-
-    splits = {"train": train, "eval": held_out}
+    splits, labels, digests = _load_splits(config)
     log.info(
         "Tokenizing %s train and %s eval rows (max_length %d)",
-        f"{len(train):,}",
-        f"{len(held_out):,}",
+        f"{len(splits['train']):,}",
+        f"{len(splits['eval']):,}",
         data.max_length,
     )
     tokenized = {
@@ -114,7 +85,6 @@ def run_prep(config: Config) -> PrepResult:
         },
     }
 
-    output_dir = Path(data.output_dir)
     staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -127,6 +97,91 @@ def run_prep(config: Config) -> PrepResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PrepResult(output_dir, data_fingerprint, stats)
+
+
+def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[str, str]]:
+    """Read and validate the inputs; return the train and eval examples, labels and digests."""
+    data = config.data
+    train_table = _read(data.train, config)
+    digests = {"train": train_table.digest}
+    train = validate_table(train_table, data, data.labels, "data.labels")
+    check_trainable(train)
+    if data.eval is not None:
+        eval_table = _read(data.eval, config)
+        digests["eval"] = eval_table.digest
+        if eval_table.digest == train_table.digest:
+            raise DataError(
+                f"data.eval ({data.eval}) holds the same bytes as data.train ({data.train}), so "
+                "eval metrics would measure memorisation. Point data.eval at held-out data, or "
+                "set it to null to split one off train."
+            )
+        # Eval may only use labels the model can learn: declared ones, or those in train.
+        if data.labels is not None:
+            known, known_from = data.labels, "data.labels"
+        else:
+            known, known_from = sorted(set(train.labels)), f"the labels in {data.train}"
+        held_out = validate_table(eval_table, data, known, known_from)
+        train = drop_leakage(train, held_out, data.on_error)
+        check_trainable(train)
+        empty_fix = f"Add rows to {data.eval}"
+    else:
+        held_out = None
+        empty_fix = "Raise data.eval_fraction, or add rows"
+    labels = LabelMap.build(data.labels, train.labels)
+    if held_out is None:
+        # Copies of a text (data.duplicates=keep) stay on one side, so the split cannot leak.
+        train_idx, eval_idx = stratified_split(
+            labels.encode(train.labels), data.eval_fraction, config.seed, groups=train.keys()
+        )
+        # Drops happened before the split, so they are counted once, on train.
+        train, held_out = train.take(train_idx, train.dropped), train.take(eval_idx, Counter())
+    if not len(held_out):
+        raise DataError(f"The eval set is empty after validation. {empty_fix}.")
+    _check_classes_trained(train, held_out, labels)
+    for split in (train, held_out):
+        if split.dropped:
+            counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(split.dropped.items()))
+            log.warning("%s: dropped %d rows (%s)", split.source, split.dropped.total(), counts)
+    return {"train": train, "eval": held_out}, labels, digests
+
+
+def _check_classes_trained(train: Examples, held_out: Examples, labels: LabelMap) -> None:
+    """Every eval class needs training rows; declared classes without any get a warning."""
+    trained = set(train.labels)
+    untrained_eval = sorted(set(held_out.labels) - trained)
+    if untrained_eval:
+        raise DataError(
+            f"Eval label(s) {', '.join(map(repr, untrained_eval))} in {held_out.source} have no "
+            f"training rows left in {train.source} (dropped: "
+            f"{', '.join(f'{k}: {n}' for k, n in sorted(train.dropped.items())) or 'none'}). "
+            "Add training rows for them, or remove them from the eval set."
+        )
+    for name in labels.names:
+        if name not in trained:
+            log.warning("Declared label %r has no training rows in %s", name, train.source)
+
+
+def _checked_output_dir(output_dir: str, inputs: list[str | None]) -> Path:
+    """Resolve data.output_dir and refuse anything that is not prep's to replace."""
+    path = Path(output_dir).expanduser().resolve()
+    if path.is_file():
+        raise DataError(
+            f"data.output_dir={output_dir} is a file. Point it at a directory prep may own."
+        )
+    local_inputs = [s for s in inputs if s and "://" not in s and not s.startswith("hf:")]
+    for source in local_inputs:
+        if path in Path(source).expanduser().resolve().parents:
+            raise DataError(
+                f"data.output_dir={output_dir} contains the input {source}, and prep replaces "
+                "its output directory whole. Write the outputs somewhere else."
+            )
+    if path.is_dir() and any(path.iterdir()) and not (path / "fingerprint.json").exists():
+        raise DataError(
+            f"data.output_dir={output_dir} is a non-empty directory that prep did not write (it "
+            "has no fingerprint.json), and prep replaces its output directory whole. Point "
+            "data.output_dir at a new or empty directory."
+        )
+    return path
 
 
 def _read(source: str, config: Config) -> Table:

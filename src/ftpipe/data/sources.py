@@ -2,8 +2,9 @@
 
 Readers keep every row as written, with its line (or row) number, so validation can name the
 exact place a problem is. Bytes that are not UTF-8 are kept as surrogate escapes rather than
-failing the whole file: validation reports them per row. Each table carries the sha256 of its
-raw bytes, which the data fingerprint is built from.
+failing the whole file, and a row that cannot be parsed is kept with its parse error: both
+are reported per row, under the user's `data.on_error` policy. Each table carries the sha256
+of its raw bytes, which the data fingerprint is built from.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -23,6 +25,11 @@ from ftpipe.errors import DataError, reason
 
 HF_PREFIX = "hf:"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+# Python's csv module refuses fields over 128 KiB by default; raise that so oversize rows reach
+# validation, where data.max_chars and the drop policy decide.
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,14 @@ class Table:
         source: The path or URI as the user wrote it.
         columns: Column name to its values; without a header, names are "0", "1", ...
         locations: Per row, where it is: "line 12" for text files, "row 12" otherwise.
+        errors: Per row, why it could not be parsed (extra fields, invalid JSON), or None.
         digest: sha256 of the raw bytes (or the dataset's own fingerprint for `hf:`).
     """
 
     source: str
     columns: dict[str, list[Any]]
     locations: list[str]
+    errors: list[str | None]
     digest: str
 
     def __len__(self) -> int:
@@ -49,16 +58,26 @@ def read_table(source: str, config: DataConfig) -> Table:
     """Read one input named by `data.train` or `data.eval`.
 
     Raises:
-        DataError: If the input is missing, unreadable, or of an unknown format.
+        DataError: If the input is missing, unreadable, empty, or of an unknown format.
     """
-    if source.startswith(HF_PREFIX):
-        return _read_hf(source, config)
+    read = _read_hf if source.startswith(HF_PREFIX) else _read_file
+    table = read(source, config)
+    if not len(table):
+        raise DataError(
+            f"{source} has no data rows. Add rows, or point the config at another file."
+        )
+    return table
+
+
+def _read_file(source: str, config: DataConfig) -> Table:
     fmt = _format_of(source, config)
     raw = _read_bytes(source)
-    if fmt == "parquet":
-        return _read_parquet(source, raw)
-    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     digest = hashlib.sha256(raw).hexdigest()
+    if fmt == "parquet":
+        return _read_parquet(source, raw, digest)
+    if raw.startswith(UTF16_BOMS):
+        raise DataError(f"{source} is UTF-16 encoded. Re-save it as UTF-8.")
+    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     if fmt == "jsonl":
         return _read_jsonl(source, text, digest)
     return _read_delimited(source, text, digest, fmt, config.has_header)
@@ -67,8 +86,7 @@ def read_table(source: str, config: DataConfig) -> Table:
 def _format_of(source: str, config: DataConfig) -> str:
     if config.format != "auto":
         return config.format
-    suffixes = PurePosixPath(source.split("?")[0]).suffixes
-    for suffix in reversed(suffixes):
+    for suffix in reversed(PurePosixPath(source.split("?")[0]).suffixes):
         if suffix.lower() in FORMATS:
             return FORMATS[suffix.lower()]
     raise DataError(
@@ -103,7 +121,7 @@ def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: b
     if fmt == "tsv":
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records: list[list[str]] = []
     lines: list[int] = []
     try:
@@ -114,42 +132,45 @@ def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: b
     except csv.Error as exc:
         raise DataError(
             f"{source} line {reader.line_num} is not valid {fmt.upper()}: {reason(exc)}. Fix the "
-            "quoting "
-            "on that line, or set data.format if the file is of another kind."
+            "quoting on that line (an unclosed quote makes the error appear further down), or set "
+            "data.format if the file is of another kind."
         ) from None
-    if has_header:
-        if not records:
-            raise DataError(f"{source} is empty: it has no header line and no rows.")
-        names = records.pop(0)
+    if has_header and records:
+        names = _checked_header(source, records.pop(0))
         lines.pop(0)
     else:
         names = [str(i) for i in range(max((len(r) for r in records), default=0))]
     width = len(names)
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for record in records:
-        # Short rows get None for the missing fields; validation names them. Extra fields are
-        # kept in a marker column so the row can be reported as malformed.
+        # Short rows get None for the missing fields; validation names them.
         padded = record + [None] * (width - len(record))
         for name, value in zip(names, padded, strict=False):
             columns[name].append(value)
-    extra = [len(r) - width if len(r) > width else 0 for r in records]
-    if any(extra):
-        columns[EXTRA_FIELDS] = extra
-    return Table(source, columns, [f"line {n}" for n in lines], digest)
+    errors = [
+        f"{len(r) - width} more field(s) than the header" if len(r) > width else None
+        for r in records
+    ]
+    return Table(source, columns, [f"line {n}" for n in lines], errors, digest)
 
 
-EXTRA_FIELDS = "__extra_fields__"
-"""Marker column: how many fields a row has beyond the header (malformed when > 0)."""
-
-BAD_JSON = "__bad_json__"
-"""Marker column: the JSON parse error of a row, or None."""
+def _checked_header(source: str, names: list[str]) -> list[str]:
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        listed = ", ".join(repr(name) for name in repeated)
+        raise DataError(
+            f"{source} line 1 (the header) repeats the column name(s) {listed}. Give every "
+            "column a distinct name, or set data.has_header=false and use column indexes."
+        )
+    return names
 
 
 def _read_jsonl(source: str, text: str, digest: str) -> Table:
     rows: list[dict[str, Any]] = []
     locations: list[str] = []
     errors: list[str | None] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: JSON strings may hold U+2028 and friends, which splitlines() breaks.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -161,13 +182,11 @@ def _read_jsonl(source: str, text: str, digest: str) -> Table:
         errors.append(error)
         locations.append(f"line {number}")
     names = list(dict.fromkeys(key for row in rows for key in row))
-    columns: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in names}
-    if any(errors):
-        columns[BAD_JSON] = errors
-    return Table(source, columns, locations, digest)
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return Table(source, columns, locations, errors, digest)
 
 
-def _read_parquet(source: str, raw: bytes) -> Table:
+def _read_parquet(source: str, raw: bytes, digest: str) -> Table:
     import pyarrow.parquet as pq
 
     try:
@@ -176,7 +195,7 @@ def _read_parquet(source: str, raw: bytes) -> Table:
         raise DataError(f"{source} is not a readable Parquet file: {reason(exc)}.") from None
     columns = {name: [_decode(v) for v in values] for name, values in table.to_pydict().items()}
     locations = [f"row {i}" for i in range(1, table.num_rows + 1)]
-    return Table(source, columns, locations, hashlib.sha256(raw).hexdigest())
+    return Table(source, columns, locations, [None] * table.num_rows, digest)
 
 
 def _decode(value: Any) -> Any:
@@ -210,4 +229,5 @@ def _read_hf(source: str, config: DataConfig) -> Table:
             values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
         columns[column] = list(values)
     locations = [f"row {i}" for i in range(1, dataset.num_rows + 1)]
-    return Table(source, columns, locations, dataset._fingerprint)
+    # A Hub dataset has no single file to hash; its own fingerprint identifies its content.
+    return Table(source, columns, locations, [None] * dataset.num_rows, dataset._fingerprint)
