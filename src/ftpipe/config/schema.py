@@ -164,6 +164,37 @@ class ModelConfig(Section):
     """Hub revision (branch, tag or commit) to pin; ignored for local directories."""
 
 
+PROMPT_LEARNING = ("prefix", "p-tuning", "prompt-tuning")
+"""PEFT methods that learn virtual tokens rather than weights."""
+
+
+class LoraConfig(Section):
+    """LoRA adapter settings (strategy `lora`)."""
+
+    r: int = Field(default=8, ge=1)
+    """Rank of the low-rank update."""
+
+    alpha: int = Field(default=16, ge=1)
+    """Scaling numerator: the update is scaled by alpha / r."""
+
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Dropout on the adapter's input."""
+
+    target_modules: tuple[str, ...] | None = None
+    """Module names to adapt; null picks them per architecture (attention projections where
+    PEFT knows the model, else every linear layer)."""
+
+
+class PromptConfig(Section):
+    """Virtual-token settings (strategies `prefix`, `p-tuning`, `prompt-tuning`)."""
+
+    num_virtual_tokens: int = Field(default=20, ge=1)
+    """Learned tokens prepended to every input."""
+
+    encoder_hidden_size: int = Field(default=128, ge=1)
+    """Hidden size of the p-tuning prompt encoder."""
+
+
 class StrategyConfig(Section):
     """How much of the pretrained model trains."""
 
@@ -174,15 +205,51 @@ class StrategyConfig(Section):
     """For `freeze`: freeze the embeddings plus the first k layers; negative k keeps only the
     last |k| layers trainable."""
 
+    freeze_patterns: tuple[str, ...] = ()
+    """For `freeze`: also freeze parameters whose names match any of these shell patterns,
+    for example `*.attention.*`."""
+
+    unfreeze_every: int = Field(default=1, ge=1)
+    """For `gradual-unfreezing`: epochs between unfreezing one more block from the top."""
+
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+
+    merge_adapter: bool = True
+    """On export, merge a LoRA or IA3 adapter into the base weights (a plain transformers
+    model); false exports the adapter alone."""
+
 
 class TrainConfig(Section):
     """Optimisation settings for `ftpipe train`."""
 
     lr: float = Field(default=2e-5, gt=0.0, le=1.0)
-    """Learning rate of the pretrained layers."""
+    """Learning rate of the pretrained layers (about 10x below from-scratch rates)."""
 
     head_lr: float = Field(default=1e-4, gt=0.0, le=1.0)
-    """Learning rate of the new classification head."""
+    """Learning rate of new parameters: the head, adapters and virtual tokens."""
+
+    layer_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Layer-wise decay: block l of N gets lr * layer_decay**(N - l), the embeddings
+    lr * layer_decay**N. 1.0 turns it off."""
+
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    """AdamW weight decay; never applied to biases and norm weights."""
+
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning-rate decay after warmup."""
+
+    warmup_steps: int = Field(default=0, ge=0)
+    """Warmup length in optimizer steps; overrides `warmup_ratio` when above 0."""
+
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    """Warmup length as a share of all optimizer steps."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (off for prefix tuning)."""
+
+    zero_stage: int = Field(default=0, ge=0, le=3)
+    """DeepSpeed ZeRO stage."""
 
     epochs: int = Field(default=3, ge=1)
     """Passes over the training data."""
@@ -240,6 +307,18 @@ class Config(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _prompt_learning_without_zero3(self) -> Config:
+        # Virtual-token embeddings are not partitioned consistently under ZeRO-3; refuse rather
+        # than train something that silently diverges across ranks.
+        if self.strategy.name in PROMPT_LEARNING and self.train.zero_stage == 3:
+            raise ValueError(
+                f"strategy.name={self.strategy.name} cannot run with train.zero_stage=3: "
+                "prompt-learning methods are fragile under ZeRO-3 partitioning. Use "
+                "train.zero_stage=2 (or lower), or strategy.name=lora"
+            )
+        return self
 
 
 def canonical_json(value: Any) -> str:

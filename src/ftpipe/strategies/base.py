@@ -1,0 +1,102 @@
+"""The strategy registry and what every strategy returns.
+
+A strategy takes a freshly loaded transformers model and decides what trains: it sets
+`requires_grad`, and PEFT strategies wrap the model. One small module per strategy registers
+itself here, so adding one means adding one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ftpipe.config.schema import Config
+from ftpipe.errors import FtpipeError
+from ftpipe.strategies.layers import Layout, discover
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model made ready to train by a strategy.
+
+    Attributes:
+        model: The model to optimise (a PeftModel for PEFT strategies).
+        layout: Embeddings, blocks and head of the underlying transformers model.
+        pretrained: ids of the parameters that came with the pretrained backbone; every other
+            parameter (head, adapters, virtual tokens) is new and gets `train.head_lr`.
+        gradient_checkpointing: Whether the training loop may turn checkpointing on.
+        unfreeze: For gradual unfreezing, called with the epoch number at the start of each
+            epoch; it unfreezes on schedule and returns how many groups are trainable.
+    """
+
+    model: nn.Module
+    layout: Layout
+    pretrained: frozenset[int]
+    gradient_checkpointing: bool
+    unfreeze: Callable[[int], int] | None = None
+
+
+StrategyFn = Callable[[nn.Module, Layout, Config], nn.Module]
+
+STRATEGIES: dict[str, StrategyFn] = {}
+"""Strategy name (as in `strategy.name`) to the function that applies it."""
+
+
+def register(name: str) -> Callable[[StrategyFn], StrategyFn]:
+    """Register a strategy function under `name`."""
+
+    def add(fn: StrategyFn) -> StrategyFn:
+        STRATEGIES[name] = fn
+        return fn
+
+    return add
+
+
+def prepare(model: nn.Module, config: Config) -> Prepared:
+    """Apply `config.strategy` to a freshly loaded model.
+
+    Raises:
+        FtpipeError: If the strategy is `auto` (not yet resolved) or cannot apply to the model.
+    """
+    name = config.strategy.name
+    if name not in STRATEGIES:
+        raise FtpipeError(
+            f"strategy.name={name} must be resolved before training: run `ftpipe recommend` "
+            f"or set one of {', '.join(sorted(STRATEGIES))}."
+        )
+    layout = discover(model)
+    pretrained = frozenset(id(p) for p in getattr(model, layout.backbone_name).parameters())
+    prepared_model = STRATEGIES[name](model, layout, config)
+    unfreeze = getattr(prepared_model, "ftpipe_unfreeze", None)
+    return Prepared(
+        model=prepared_model,
+        layout=layout,
+        pretrained=pretrained,
+        gradient_checkpointing=config.train.gradient_checkpointing and name != "prefix",
+        unfreeze=unfreeze,
+    )
+
+
+def set_trainable(modules: Iterable[nn.Module], trainable: bool) -> None:
+    """Set `requires_grad` on every parameter of the modules."""
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(trainable)
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether the model predicts tokens (has output embeddings) rather than classes."""
+    get_output = getattr(model, "get_output_embeddings", None)
+    return get_output is not None and get_output() is not None
+
+
+def require_classifier(model: nn.Module, strategy: str) -> None:
+    """Refuse strategies that need a new classification head on a causal LM."""
+    if is_causal_lm(model):
+        raise FtpipeError(
+            f"strategy.name={strategy} trains a new classification head, but "
+            f"{type(model).__name__} predicts tokens with a head tied to its embeddings. Use "
+            "full, freeze, lora, ia3 or a prompt-learning strategy for causal LMs."
+        )
