@@ -57,3 +57,27 @@ def make_config(tmp_path: Path, tiny_tokenizer_dir: Path):
         return validate_config(apply_overrides(raw, overrides))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """A local model directory: a random-init 2-layer BERT classifier (safetensors) + tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    directory = tmp_path_factory.mktemp("tiny-model")
+    BertForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_tokenizer_dir / name, directory / name)
+    return directory

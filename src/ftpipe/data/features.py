@@ -1,0 +1,103 @@
+"""Pooled features from a frozen backbone, computed once per data and model, then cached.
+
+Feature extraction trains only a head, so the backbone's output for each example never changes:
+computing it once and training the head on the stored features turns every later epoch (and
+every sweep trial) from a full forward pass into a small matrix product. The cache key covers
+the data fingerprint, the backbone's weights and the pooling, so a stale entry cannot be hit.
+Features are stored with numpy's own format, loaded with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ftpipe.data.prepared import Split, batches
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls", "last")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce [batch, tokens, hidden] to [batch, hidden].
+
+    `mean` averages the real tokens (how sentence encoders such as MiniLM were trained), `cls`
+    takes the first token (BERT's classification token), `last` the last real token (what a
+    decoder's head reads).
+    """
+    if how == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if how == "cls":
+        return hidden[:, 0]
+    last = mask.sum(1) - 1
+    return hidden[torch.arange(hidden.size(0)), last]
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module, split: Split, pooling: str, batch_size: int, pad_id: int, desc: str = ""
+) -> np.ndarray:
+    """Pooled features of every row, in row order, as float32 [rows, hidden]."""
+    backbone.eval()
+    # Batches of similar length waste less compute on padding; rows go back in order after.
+    order = np.argsort([len(ids) for ids in split.input_ids], kind="stable")
+    out: np.ndarray | None = None
+    with tqdm(
+        total=len(split), desc=desc or "features", unit="rows", disable=None, leave=False
+    ) as bar:
+        for rows, batch in batches(split, batch_size, pad_id, order):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            pooled = pool(backbone(**inputs).last_hidden_state, batch["attention_mask"], pooling)
+            if out is None:
+                out = np.empty((len(split), pooled.shape[1]), dtype=np.float32)
+            out[rows] = pooled.float().numpy()
+            bar.update(len(rows))
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over parameter names and bytes: the identity of a backbone's weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_features(
+    cache_dir: str | Path,
+    data_fingerprint: str,
+    backbone: nn.Module,
+    splits: dict[str, Split],
+    pooling: str,
+    batch_size: int,
+    pad_id: int,
+) -> dict[str, np.ndarray]:
+    """Features for each split: read from the cache, or computed once and stored."""
+    key = hashlib.sha256(
+        f"{data_fingerprint}:{weights_digest(backbone)}:{pooling}".encode()
+    ).hexdigest()[:24]
+    directory = Path(cache_dir) / key
+    paths = {name: directory / f"{name}.npy" for name in splits}
+    if all(p.exists() for p in paths.values()):
+        log.info("Feature cache hit: %s", directory)
+        return {name: np.load(p, allow_pickle=False) for name, p in paths.items()}
+    log.info("Computing features once for the cache: %s", directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    features = {}
+    for name, split in splits.items():
+        features[name] = extract_features(backbone, split, pooling, batch_size, pad_id, name)
+        # Write then rename, so concurrent sweep trials never read a half-written file.
+        partial = paths[name].with_suffix(f".{os.getpid()}.partial.npy")
+        np.save(partial, features[name], allow_pickle=False)
+        partial.replace(paths[name])
+    return features
