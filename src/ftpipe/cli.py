@@ -85,6 +85,17 @@ def prep(config: ConfigOption, overrides: Overrides = None) -> None:
     )
 
 
+@app.command()
+def recommend(config: ConfigOption, overrides: Overrides = None) -> None:
+    """Measure data size and similarity; recommend a strategy, lr ranges and a search space."""
+    from ftpipe.strategies.recommend import run_recommend
+
+    cfg = load_config(config, overrides or [])
+    result = run_recommend(cfg)
+    out.print(result.text(), end="")
+    out.print(f"Wrote {Path(cfg.recommend.output_dir) / 'recommendation.json'}")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOption, overrides: Overrides = None) -> None:
     """Print the resolved config (file, defaults and overrides) as YAML, with its hash."""

@@ -26,6 +26,7 @@ def test_config_schema_is_json_schema():
         "data",
         "model",
         "strategy",
+        "recommend",
         "train",
         "tune",
         "registry",

@@ -215,6 +215,10 @@ class StrategyConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
 
+    pooling: Literal["auto", "mean", "cls", "last"] = "auto"
+    """How token states become one feature vector for feature extraction and the probe:
+    `auto` is `last` for decoders and `mean` otherwise."""
+
     merge_adapter: bool = True
     """On export, merge a LoRA or IA3 adapter into the base weights (a plain transformers
     model); false exports the adapter alone."""
@@ -261,6 +265,37 @@ class TrainConfig(Section):
     """Ray Train workers."""
 
 
+class RecommendConfig(Section):
+    """`ftpipe recommend`: how measured data size and similarity map to a strategy.
+
+    Data is large when its smallest class has at least `large_per_class` rows. It is similar
+    to the pretraining data when a linear probe on frozen features beats the majority class by
+    `similar_probe_lift` of the possible margin, and the tokenizer sees few unknown tokens and
+    few pieces per word.
+    """
+
+    probe_rows: int = Field(default=2000, ge=20)
+    """Training rows sampled (stratified, seeded) for the linear probe."""
+
+    probe_folds: int = Field(default=5, ge=2, le=20)
+    """Cross-validation folds of the probe."""
+
+    large_per_class: int = Field(default=1000, ge=1)
+    """Rows in the smallest class from which the data counts as large."""
+
+    similar_probe_lift: float = Field(default=0.6, gt=0.0, le=1.0)
+    """Probe lift, (accuracy - majority) / (1 - majority), from which data counts as similar."""
+
+    max_unknown_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Unknown-token rate (from prep) above which data counts as dissimilar."""
+
+    max_pieces_per_word: float = Field(default=1.5, ge=1.0)
+    """Word pieces per word (from prep) above which data counts as dissimilar."""
+
+    output_dir: str = "outputs/recommend"
+    """Where recommendation.json and recommendation.txt are written."""
+
+
 class TuneConfig(Section):
     """The Ray Tune sweep."""
 
@@ -304,6 +339,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)

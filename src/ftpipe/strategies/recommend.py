@@ -1,0 +1,267 @@
+"""`ftpipe recommend`: pick a strategy from measurements of the data, not from folklore.
+
+Two axes decide it (see RecommendConfig for the thresholds):
+
+* **size**: rows in the smallest class;
+* **similarity to pretraining**: how well a linear probe on frozen pooled features separates
+  the classes (cross-validated, as lift over always guessing the majority class), plus prep's
+  unknown-token rate and word pieces per word (text far from the pretraining corpus splits
+  into more pieces and hits the unknown token more often).
+
+| | similar | dissimilar |
+| --- | --- | --- |
+| small | feature-extraction (frozen features work) | freeze the lower half |
+| large | full fine-tuning, small lr | full fine-tuning, higher lr, longer |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ftpipe.config.schema import Config
+from ftpipe.data.features import extract_features
+from ftpipe.data.prepared import PreparedData, load_prepared
+from ftpipe.errors import FtpipeError
+from ftpipe.hub import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What the recommendation is based on."""
+
+    classes: int
+    smallest_class_rows: int
+    probe_rows: int
+    probe_folds: int
+    probe_accuracy: float
+    probe_accuracy_std: float
+    majority_accuracy: float
+    probe_lift: float
+    unknown_token_rate: float
+    pieces_per_word: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The strategy, its settings and search space, and why."""
+
+    case: str
+    strategy: str
+    freeze_layers: int
+    lr_range: tuple[float, float]
+    head_lr_range: tuple[float, float]
+    search_space: dict[str, str]
+    reasons: list[str]
+    measurements: Measurements
+    num_blocks: int = field(default=0)
+
+    def text(self) -> str:
+        """A readable explanation for a person."""
+        lines = [
+            f"Recommended strategy: {self.strategy}"
+            + (f" (freeze the lowest {self.freeze_layers} of {self.num_blocks} blocks)"
+               if self.strategy == "freeze" else ""),
+            f"Case: {self.case.replace('-', ' and ')}.",
+            *[f"- {reason}" for reason in self.reasons],
+            f"Learning rates: backbone {self.lr_range[0]:.0e} to {self.lr_range[1]:.0e}, "
+            f"head {self.head_lr_range[0]:.0e} to {self.head_lr_range[1]:.0e}.",
+            "Suggested search space:",
+            *[f"  {path}: {sampler}" for path, sampler in self.search_space.items()],
+        ]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict:
+        """A JSON-ready mapping, for the pipeline."""
+        return asdict(self)
+
+
+def run_recommend(config: Config) -> Recommendation:
+    """Measure the prepared data with the configured model and write the recommendation.
+
+    Raises:
+        FtpipeError: If prep has not run for this config, or the model cannot be loaded.
+    """
+    prepared = load_prepared(config.data.output_dir)
+    backbone = _load_backbone(config)
+    measurements = measure(config, prepared, backbone)
+    recommendation = decide(config, measurements, backbone.config.num_hidden_layers)
+    output = Path(config.recommend.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "recommendation.json").write_text(
+        json.dumps(recommendation.to_json(), indent=2, sort_keys=True) + "\n"
+    )
+    (output / "recommendation.txt").write_text(recommendation.text())
+    return recommendation
+
+
+def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
+    """Class sizes, a cross-validated linear probe on frozen features, and tokenizer signals."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    settings = config.recommend
+    train = prepared.splits["train"]
+    counts = np.bincount(train.labels, minlength=len(prepared.labels.names))
+    sample = _stratified_sample(train.labels, settings.probe_rows, config.seed)
+    labels = train.labels[sample]
+    folds = min(settings.probe_folds, int(np.bincount(labels)[np.bincount(labels) > 0].min()))
+    if folds < 2:
+        raise FtpipeError(
+            "Every class needs at least 2 training rows for the probe's cross-validation. Add "
+            "rows to the smallest class, or raise recommend.probe_rows."
+        )
+    pooling = pooling_for(config, backbone)
+    pad_id = backbone.config.pad_token_id or 0
+    features = extract_features(backbone, train.subset(sample), pooling, 32, pad_id, "probe")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
+    scores = cross_val_score(probe, features, labels, cv=splitter)
+    majority = float(np.bincount(labels).max() / len(labels))
+    accuracy = float(scores.mean())
+    stats = prepared.stats["splits"]["train"]
+    return Measurements(
+        classes=int((counts > 0).sum()),
+        smallest_class_rows=int(counts[counts > 0].min()),
+        probe_rows=len(sample),
+        probe_folds=folds,
+        probe_accuracy=round(accuracy, 4),
+        probe_accuracy_std=round(float(scores.std()), 4),
+        majority_accuracy=round(majority, 4),
+        probe_lift=round((accuracy - majority) / max(1.0 - majority, 1e-9), 4),
+        unknown_token_rate=stats["unknown_token_rate"],
+        pieces_per_word=stats["pieces_per_word"],
+    )
+
+
+def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
+    """Map measurements to one of the four cases, with lr ranges and a search space."""
+    t = config.recommend
+    large = m.smallest_class_rows >= t.large_per_class
+    probe_ok = m.probe_lift >= t.similar_probe_lift
+    vocab_ok = (
+        m.unknown_token_rate <= t.max_unknown_rate and m.pieces_per_word <= t.max_pieces_per_word
+    )
+    similar = probe_ok and vocab_ok
+    reasons = [
+        f"{'Large' if large else 'Small'} data: the smallest of {m.classes} classes has "
+        f"{m.smallest_class_rows:,} training rows ({'at least' if large else 'under'} "
+        f"recommend.large_per_class={t.large_per_class:,}).",
+        f"A linear probe on frozen features reaches {m.probe_accuracy:.1%} ± "
+        f"{m.probe_accuracy_std:.1%} ({m.probe_folds}-fold, {m.probe_rows:,} rows) against "
+        f"{m.majority_accuracy:.1%} for the majority class: a lift of {m.probe_lift:.2f} "
+        f"({'at least' if probe_ok else 'under'} recommend.similar_probe_lift="
+        f"{t.similar_probe_lift}).",
+        f"The tokenizer sees {m.unknown_token_rate:.2%} unknown tokens and "
+        f"{m.pieces_per_word:.2f} pieces per word ("
+        + ("within" if vocab_ok else "beyond")
+        + f" recommend.max_unknown_rate={t.max_unknown_rate} and "
+        f"recommend.max_pieces_per_word={t.max_pieces_per_word}).",
+    ]  # fmt: skip
+    # Say which signal failed: a vocabulary mismatch is a different problem from features that
+    # do not separate these particular classes.
+    mismatch = (
+        "the text is far from the pretraining vocabulary"
+        if not vocab_ok
+        else "the vocabulary matches pretraining but the frozen features separate these "
+        "classes only partly"
+    )
+    half = max(num_blocks // 2, 1)
+    if not large and similar:
+        case, strategy, k = "small-similar", "feature-extraction", 0
+        lr, head_lr = (1e-5, 5e-5), (5e-4, 5e-3)
+        space = {
+            "strategy.name": "choice([feature-extraction, lora])",
+            "train.head_lr": f"loguniform({head_lr[0]:g}, {head_lr[1]:g})",
+        }
+        reasons.append("The frozen features already separate the classes, so train only a head.")
+    elif not large:
+        case, strategy, k = "small-dissimilar", "freeze", half
+        lr, head_lr = (1e-5, 5e-5), (1e-4, 1e-3)
+        depths = sorted({max(k - 1, 0), k, min(k + 1, num_blocks - 1)})
+        space = {
+            "strategy.name": "choice([freeze])",
+            "strategy.freeze_layers": f"choice({depths})",
+            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
+            "train.head_lr": f"loguniform({head_lr[0]:g}, {head_lr[1]:g})",
+        }
+        reasons.append(
+            f"Too little data to move every layer safely, and {mismatch}: keep the general "
+            "lower layers frozen and adapt the upper ones."
+        )
+    elif similar:
+        case, strategy, k = "large-similar", "full", 0
+        lr, head_lr = (1e-5, 3e-5), (1e-4, 5e-4)
+        space = {
+            "strategy.name": "choice([full, lora])",
+            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
+        }
+        reasons.append(
+            "Enough data to fine-tune everything; a small lr keeps what pretraining learned."
+        )
+    else:
+        case, strategy, k = "large-dissimilar", "full", 0
+        lr, head_lr = (2e-5, 1e-4), (1e-4, 1e-3)
+        space = {
+            "strategy.name": "choice([full])",
+            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
+            "train.epochs": "choice([3, 5, 8])",
+        }
+        reasons.append(
+            f"Enough data, and {mismatch}: fine-tune everything at a higher lr and consider "
+            "training longer" + ("." if vocab_ok else " (or from scratch if even that underfits).")
+        )
+    return Recommendation(case, strategy, k, lr, head_lr, space, reasons, m, num_blocks)
+
+
+def pooling_for(config: Config, backbone) -> str:
+    """Resolve `strategy.pooling`: `auto` is `last` for decoders, `mean` otherwise."""
+    if config.strategy.pooling != "auto":
+        return config.strategy.pooling
+    return "last" if is_decoder_only(backbone.config) else "mean"
+
+
+def is_decoder_only(model_config) -> bool:
+    """A family with a causal-LM head and no masked-LM head (GPT-2, Llama, Qwen2, ...)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    kind = type(model_config)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING and kind not in MODEL_FOR_MASKED_LM_MAPPING
+
+
+def _load_backbone(config: Config):
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(
+            resolve_model(config.model.name),
+            revision=config.model.revision,
+            trust_remote_code=False,
+            use_safetensors=True,
+        )
+    except Exception as exc:  # Hub and file errors come in many types
+        raise FtpipeError(
+            f"Cannot load model.name={config.model.name!r}: {' '.join(str(exc).split())}. Use "
+            "the built-in alias all-MiniLM-L6-v2 or a local model directory with safetensors."
+        ) from None
+
+
+def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most `size` rows, each class in proportion (at least 2 where it has them)."""
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        take = max(2, round(size * len(members) / len(labels)))
+        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,95 @@
+"""The recommender on two datasets the frozen probe finds easy and hard, and its decision table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ftpipe.config.load import validate_config
+from ftpipe.data import run_prep
+from ftpipe.strategies.recommend import Measurements, decide, run_recommend
+from tests.helpers import ftpipe, write_csv
+
+WORDS = {"good": ["good", "hello", "help", "please"], "bad": ["bad", "late", "crash", "charged"]}
+
+
+def rows(n_per_class: int, separable: bool, seed: int = 0) -> list[list[str]]:
+    """Texts from in-vocabulary words; labels follow the words, or are coin flips."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for label, words in WORDS.items():
+        for i in range(n_per_class):
+            text = " ".join(rng.choice(words, size=5)) + " the" * (i % 4)
+            out.append([text, label if separable else rng.choice(list(WORDS))])
+    return out
+
+
+@pytest.fixture
+def recommend_on(tmp_path, make_config, tiny_model_dir):
+    def run(name: str, separable: bool):
+        train = write_csv(tmp_path / f"{name}.csv", rows(60, separable))
+        config = make_config(
+            f"model.name={tiny_model_dir}",
+            f"recommend.output_dir={tmp_path / name / 'recommend'}",
+            train=str(train),
+            output_dir=str(tmp_path / name / "prep"),
+            duplicates="keep",
+            on_error="drop",
+        )
+        run_prep(config)
+        return config, run_recommend(config)
+
+    return run
+
+
+def test_recommender_picks_differently_on_easy_and_hard_data(recommend_on):
+    easy_config, easy = recommend_on("easy", separable=True)
+    hard_config, hard = recommend_on("hard", separable=False)
+    assert easy.measurements.probe_accuracy > 0.9
+    assert hard.measurements.probe_accuracy < 0.7
+    assert (easy.case, easy.strategy) == ("small-similar", "feature-extraction")
+    assert (hard.case, hard.strategy, hard.freeze_layers) == ("small-dissimilar", "freeze", 1)
+    assert "strategy.freeze_layers" in hard.search_space
+
+    with open(f"{easy_config.recommend.output_dir}/recommendation.json") as handle:
+        written = json.load(handle)
+    assert written["strategy"] == "feature-extraction"
+    assert written["measurements"]["probe_accuracy"] == easy.measurements.probe_accuracy
+    with open(f"{hard_config.recommend.output_dir}/recommendation.txt") as handle:
+        text = handle.read()
+    assert f"{hard.measurements.probe_accuracy:.1%}" in text  # the explanation cites the numbers
+    assert "Suggested search space:" in text
+
+
+def measured(smallest: int, lift: float, unknown: float = 0.0, pieces: float = 1.1) -> Measurements:
+    return Measurements(2, smallest, 200, 5, 0.5 + lift / 2, 0.01, 0.5, lift, unknown, pieces)
+
+
+@pytest.mark.parametrize(
+    ("m", "case", "strategy"),
+    [
+        (measured(100, 0.9), "small-similar", "feature-extraction"),
+        (measured(100, 0.2), "small-dissimilar", "freeze"),
+        (measured(100, 0.9, unknown=0.05), "small-dissimilar", "freeze"),
+        (measured(100, 0.9, pieces=2.0), "small-dissimilar", "freeze"),
+        (measured(5000, 0.9), "large-similar", "full"),
+        (measured(5000, 0.2), "large-dissimilar", "full"),
+    ],
+)
+def test_four_cases_and_their_thresholds(m, case, strategy):
+    config = validate_config({"data": {"train": "x.csv"}})
+    recommendation = decide(config, m, num_blocks=6)
+    assert (recommendation.case, recommendation.strategy) == (case, strategy)
+    assert recommendation.lr_range[0] < recommendation.lr_range[1]
+    assert all(path.count(".") == 1 for path in recommendation.search_space)
+
+
+def test_thresholds_are_configurable():
+    config = validate_config({"data": {"train": "x.csv"}, "recommend": {"large_per_class": 50}})
+    assert decide(config, measured(100, 0.9), num_blocks=6).case == "large-similar"
+
+
+def test_recommend_without_prep_says_to_run_it(tmp_path):
+    result = ftpipe("recommend", "-c", "configs/demo.yaml", f"data.output_dir={tmp_path / 'none'}")
+    assert result.returncode == 2
+    assert "Run `ftpipe prep` with the same config first" in " ".join(result.stderr.split())
