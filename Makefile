@@ -28,6 +28,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: install
 	$(BIN)/ftpipe prep --config $(CONFIG)
+	$(BIN)/ftpipe recommend --config $(CONFIG)
 
 test: install
 	$(BIN)/pytest -m "not gpu"
