@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def param_groups(prepared: Prepared, train: TrainConfig) -> list[dict[str, Any]]:
-    """Group the parameters to optimise by (learning rate, weight decay).
+    """Group the parameters to optimise by (learning rate, weight decay), and log the counts.
 
     Frozen parameters are left out, except under gradual unfreezing, where they join later
     and so must be in the optimizer from the start (AdamW skips parameters without grads).
@@ -46,7 +46,10 @@ def param_groups(prepared: Prepared, train: TrainConfig) -> list[dict[str, Any]]
             (lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "role": role}
         )
         group["params"].append(parameter)
-    return sorted(groups.values(), key=lambda g: (g["role"], -g["lr"], g["weight_decay"]))
+    ordered = sorted(groups.values(), key=lambda g: (g["role"], -g["lr"], g["weight_decay"]))
+    for line in describe(ordered):
+        log.info(line)
+    return ordered
 
 
 def describe(groups: list[dict[str, Any]]) -> list[str]:
@@ -55,12 +58,6 @@ def describe(groups: list[dict[str, Any]]) -> list[str]:
     for group in groups:
         by_lr[(group["role"], group["lr"])] += sum(p.numel() for p in group["params"])
     return [f"lr {lr:.2e}: {count:,} {role} parameters" for (role, lr), count in by_lr.items()]
-
-
-def log_groups(groups: list[dict[str, Any]]) -> None:
-    """Log the parameter counts per learning rate."""
-    for line in describe(groups):
-        log.info(line)
 
 
 def _pretrained_depths(prepared: Prepared) -> dict[int, int]:

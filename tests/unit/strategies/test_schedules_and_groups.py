@@ -71,3 +71,10 @@ def test_groups_are_reported_as_parameter_counts_per_learning_rate():
     assert any(line.startswith("lr 2.50e-06: ") for line in lines)  # embeddings: 1e-5 * 0.5**2
     total = sum(int(line.split(": ")[1].split()[0].replace(",", "")) for line in lines)
     assert total == sum(p.numel() for p in prepared.model.parameters())
+
+
+def test_groups_are_logged(caplog):
+    config = validate_config({"data": {"train": "x.csv"}, "strategy": {"name": "lora"}})
+    with caplog.at_level("INFO", logger="ftpipe.strategies.param_groups"):
+        param_groups(prepare(build("bert", "classifier"), config), config.train)
+    assert any(r.getMessage().startswith("lr 1.00e-04: ") for r in caplog.records)
