@@ -134,7 +134,7 @@ def main() -> None:
         live_accuracy = (live_head(dev_features).argmax(1).numpy() == dev.labels).mean()
         short_accuracy = (short_head(dev_features).argmax(1).numpy() == dev.labels).mean()
 
-    half = backbone.config.num_hidden_layers // 2
+    half = backbone.config.num_hidden_layers // 2  # freeze the lower half, as recommend does
     runs = {
         "feature-extraction (cached)": (fe_accuracy, 384 * 2 + 2, cached_epoch),
         f"freeze-{half}": train_one_epoch(

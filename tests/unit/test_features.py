@@ -48,6 +48,8 @@ def test_pooling_ignores_padding():
     assert pool(hidden, mask, "mean").tolist() == [[2.0, 2.0]]
     assert pool(hidden, mask, "cls").tolist() == [[1.0, 1.0]]
     assert pool(hidden, mask, "last").tolist() == [[3.0, 3.0]]
+    left_padded = torch.tensor([[[100.0, 100.0], [1.0, 1.0], [3.0, 3.0]]])
+    assert pool(left_padded, torch.tensor([[0, 1, 1]]), "last").tolist() == [[3.0, 3.0]]
 
 
 def test_batched_features_match_one_row_at_a_time(prepared, backbone):
@@ -73,6 +75,15 @@ def test_cache_computes_once_then_hits(tmp_path, prepared, backbone, monkeypatch
     for name in prepared.splits:
         np.testing.assert_array_equal(first[name], again[name])
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_a_subsample_never_reads_the_full_sets_entry(tmp_path, prepared, backbone):
+    cache = tmp_path / "cache"
+    full = cached_features(cache, prepared.fingerprint, backbone, prepared.splits, "mean", 16, 0)
+    part = {"train": prepared.splits["train"].subset(np.arange(4)), "eval": prepared.splits["eval"]}
+    subset = cached_features(cache, prepared.fingerprint, backbone, part, "mean", 16, 0)
+    assert subset["train"].shape[0] == 4
+    np.testing.assert_allclose(subset["train"], full["train"][:4], atol=1e-5)
 
 
 def test_cache_key_changes_with_weights_pooling_and_data(tmp_path, prepared, backbone):

@@ -59,10 +59,17 @@ def test_recommender_picks_differently_on_easy_and_hard_data(recommend_on):
         text = handle.read()
     assert f"{hard.measurements.probe_accuracy:.1%}" in text  # the explanation cites the numbers
     assert "Suggested search space:" in text
+    assert f"Training rows per class: bad {hard.measurements.rows_per_class['bad']:,}" in text
+    with open(f"{easy_config.data.output_dir}/stats.json") as handle:
+        prepped = json.load(handle)["splits"]["train"]["rows_per_label"]
+    assert easy.measurements.rows_per_class == prepped
 
 
 def measured(smallest: int, lift: float, unknown: float = 0.0, pieces: float = 1.1) -> Measurements:
-    return Measurements(2, smallest, 200, 5, 0.5 + lift / 2, 0.01, 0.5, lift, unknown, pieces)
+    counts = {"a": smallest, "b": smallest * 2}
+    return Measurements(
+        2, counts, smallest, 200, 5, 0.5 + lift / 2, 0.01, 0.5, lift, unknown, pieces
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,6 +94,19 @@ def test_four_cases_and_their_thresholds(m, case, strategy):
 def test_thresholds_are_configurable():
     config = validate_config({"data": {"train": "x.csv"}, "recommend": {"large_per_class": 50}})
     assert decide(config, measured(100, 0.9), num_blocks=6).case == "large-similar"
+
+
+def test_recommend_refuses_prep_made_for_another_model(tmp_path, make_config, tiny_model_dir):
+    from ftpipe.errors import FtpipeError
+
+    train = write_csv(tmp_path / "t.csv", rows(20, separable=True))
+    config = make_config(f"model.name={tiny_model_dir}", train=str(train), duplicates="keep")
+    run_prep(config)
+    other = validate_config(
+        {**config.model_dump(mode="json"), "model": {"name": "all-MiniLM-L6-v2"}}
+    )
+    with pytest.raises(FtpipeError, match=r"was prepared for model.name=.*not 'all-MiniLM-L6-v2'"):
+        run_recommend(other)
 
 
 def test_recommend_without_prep_says_to_run_it(tmp_path):

@@ -354,6 +354,14 @@ class Config(Section):
                 "prompt-learning methods are fragile under ZeRO-3 partitioning. Use "
                 "train.zero_stage=2 (or lower), or strategy.name=lora"
             )
+        # DeepSpeed leaves frozen parameters out of its optimizer for good, so blocks unfrozen
+        # later would silently never update.
+        if self.strategy.name == "gradual-unfreezing" and self.train.zero_stage >= 1:
+            raise ValueError(
+                f"strategy.name=gradual-unfreezing cannot run with train.zero_stage="
+                f"{self.train.zero_stage}: DeepSpeed ZeRO drops frozen parameters from its "
+                "optimizer, so later-unfrozen blocks would never update. Use train.zero_stage=0"
+            )
         return self
 
 

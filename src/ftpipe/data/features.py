@@ -10,6 +10,7 @@ Features are stored with numpy's own format, loaded with `allow_pickle=False`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -38,7 +39,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     if how == "cls":
         return hidden[:, 0]
-    last = mask.sum(1) - 1
+    # The last real token, whichever side the padding is on.
+    last = mask.size(1) - 1 - mask.flip(1).argmax(1)
     return hidden[torch.arange(hidden.size(0)), last]
 
 
@@ -73,6 +75,16 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def split_digest(split: Split) -> str:
+    """sha256 over a split's token ids, token types and labels."""
+    digest = hashlib.sha256()
+    digest.update(np.array([len(ids) for ids in split.input_ids], dtype=np.int64).tobytes())
+    for column in (split.input_ids, split.token_type_ids or []):
+        digest.update(np.fromiter(itertools.chain.from_iterable(column), dtype=np.int64).tobytes())
+    digest.update(split.labels.astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def cached_features(
     cache_dir: str | Path,
     data_fingerprint: str,
@@ -82,9 +94,14 @@ def cached_features(
     batch_size: int,
     pad_id: int,
 ) -> dict[str, np.ndarray]:
-    """Features for each split: read from the cache, or computed once and stored."""
+    """Features for each split: read from the cache, or computed once and stored.
+
+    The key covers the data fingerprint, each split's exact rows (so a subsample never reads
+    the full set's entry), the backbone's weights and the pooling.
+    """
+    rows = ":".join(f"{name}={split_digest(split)}" for name, split in sorted(splits.items()))
     key = hashlib.sha256(
-        f"{data_fingerprint}:{weights_digest(backbone)}:{pooling}".encode()
+        f"{data_fingerprint}:{rows}:{weights_digest(backbone)}:{pooling}".encode()
     ).hexdigest()[:24]
     directory = Path(cache_dir) / key
     paths = {name: directory / f"{name}.npy" for name in splits}

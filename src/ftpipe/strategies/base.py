@@ -67,7 +67,12 @@ def prepare(model: nn.Module, config: Config) -> Prepared:
             f"or set one of {', '.join(sorted(STRATEGIES))}."
         )
     layout = discover(model)
-    pretrained = frozenset(id(p) for p in getattr(model, layout.backbone_name).parameters())
+    # A classifier's head is new; a language model's output layer is pretrained (and often
+    # tied to the embeddings), so it trains at the backbone's top learning rate.
+    pretrained_parts = [getattr(model, layout.backbone_name)]
+    if is_causal_lm(model):
+        pretrained_parts += [m for _, m in layout.head]
+    pretrained = frozenset(id(p) for part in pretrained_parts for p in part.parameters())
     prepared_model = STRATEGIES[name](model, layout, config)
     unfreeze = getattr(prepared_model, "ftpipe_unfreeze", None)
     return Prepared(
@@ -97,6 +102,7 @@ def require_classifier(model: nn.Module, strategy: str) -> None:
     if is_causal_lm(model):
         raise FtpipeError(
             f"strategy.name={strategy} trains a new classification head, but "
-            f"{type(model).__name__} predicts tokens with a head tied to its embeddings. Use "
-            "full, freeze, lora, ia3 or a prompt-learning strategy for causal LMs."
+            f"{type(model).__name__} predicts tokens with its pretrained output layer. Use "
+            "full, freeze, gradual-unfreezing, lora, ia3 or a prompt-learning strategy for "
+            "causal LMs."
         )

@@ -28,8 +28,16 @@ def freeze(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     set_trainable([model], True)
     set_trainable([m for _, m in layout.embeddings], False)
     set_trainable([m for _, m in layout.blocks[:frozen_blocks]], False)
-    patterns = config.strategy.freeze_patterns
-    for name, parameter in model.named_parameters():
-        if any(fnmatchcase(name, pattern) for pattern in patterns):
-            parameter.requires_grad_(False)
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in config.strategy.freeze_patterns:
+        matched = [name for name in names if fnmatchcase(name, pattern)]
+        if not matched:
+            raise FtpipeError(
+                f"strategy.freeze_patterns entry {pattern!r} matches no parameter of "
+                f"{type(model).__name__}. Patterns match full names such as {names[0]!r} or "
+                f"{names[len(names) // 2]!r}; start them with * to match any prefix."
+            )
+        for name, parameter in model.named_parameters():
+            if name in matched:
+                parameter.requires_grad_(False)
     return model

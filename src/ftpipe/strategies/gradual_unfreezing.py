@@ -1,22 +1,26 @@
-"""`gradual-unfreezing`: ULMFiT-style; start with the head, unfreeze one group per step.
+"""`gradual-unfreezing`: ULMFiT-style; start with the head, unfreeze one group at a time.
 
 Unfreezing from the top down lets the new head settle before gradients reach the general
 features below, which protects them from the head's early, noisy gradients. Groups, top first:
 the blocks' surroundings (pooler, final norm) with the top block, then each lower block, then
-the embeddings. The optimizer must hold every parameter from the start (see param_groups).
+the embeddings, one group every `strategy.unfreeze_every` epochs. The optimizer must hold every
+parameter from the start (see param_groups), which is why ZeRO stages above 0 are refused.
 """
 
 from torch import nn
 
 from ftpipe.config.schema import Config
-from ftpipe.strategies.base import register, require_classifier, set_trainable
+from ftpipe.strategies.base import register, set_trainable
 from ftpipe.strategies.layers import Layout
 
 
 @register("gradual-unfreezing")
 def gradual_unfreezing(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
-    """Freeze all but the head and attach the schedule as `model.ftpipe_unfreeze(epoch)`."""
-    require_classifier(model, "gradual-unfreezing")
+    """Freeze all but the head and attach the schedule as `model.ftpipe_unfreeze(epoch)`.
+
+    For a causal LM the head is its output layer; where that is tied to the embeddings (GPT-2),
+    the shared weights train from the start.
+    """
     every = config.strategy.unfreeze_every
     groups = unfreeze_groups(model, layout)
 

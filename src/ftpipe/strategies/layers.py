@@ -85,8 +85,15 @@ def _find_blocks(model: nn.Module, backbone: nn.Module, prefix: str) -> tuple[st
             f"Cannot find the transformer blocks of {type(model).__name__}: no module list in "
             f"{prefix!r} has config.num_hidden_layers={expected} entries (module lists: {found})."
         )
-    # The outermost match is the block stack; inner lists (heads, experts) come later in order.
-    name, blocks = matching[0]
+    # Lists inside a matching list (per-layer heads, experts) are not block stacks.
+    outer = [(n, m) for n, m in matching if not any(n.startswith(f"{o}.") for o, _ in matching)]
+    if len(outer) > 1:
+        found = ", ".join(f"{prefix}.{n}" for n, _ in outer)
+        raise FtpipeError(
+            f"{type(model).__name__} has several block stacks ({found}), as encoder-decoder "
+            "models do. ftpipe supports encoder-only and decoder-only models."
+        )
+    name, blocks = outer[0]
     return f"{prefix}.{name}", blocks
 
 
@@ -94,19 +101,30 @@ def _find_embeddings(
     backbone: nn.Module, prefix: str, blocks: nn.ModuleList
 ) -> tuple[tuple[str, nn.Module], ...]:
     token_embedding = backbone.get_input_embeddings()
+    found: list[tuple[str, nn.Module]] = []
     for name, child in backbone.named_children():
         holds_tokens = any(m is token_embedding for m in child.modules())
         holds_blocks = any(m is blocks for m in child.modules())
         if holds_tokens and not holds_blocks and child is not token_embedding:
-            return ((f"{prefix}.{name}", child),)
-    direct = tuple(
-        (f"{prefix}.{name}", child)
-        for name, child in backbone.named_children()
-        if isinstance(child, nn.Embedding)
-    )
-    if not direct:
+            found.append((f"{prefix}.{name}", child))
+    if not found:
+        found = [
+            (f"{prefix}.{name}", child)
+            for name, child in backbone.named_children()
+            if isinstance(child, nn.Embedding)
+        ]
+    if not found:
         raise FtpipeError(
             f"Cannot find the embeddings of {type(backbone).__name__}: get_input_embeddings() "
             "is not one of its children or inside one."
         )
-    return direct
+    # Other embedding tables outside the blocks (DeBERTa's relative positions) are embeddings
+    # too: pretrained, low-level, frozen with them.
+    inside = {id(m) for _, part in found for m in part.modules()}
+    inside |= {id(m) for m in blocks.modules()}
+    found += [
+        (f"{prefix}.{name}", module)
+        for name, module in backbone.named_modules()
+        if isinstance(module, nn.Embedding) and id(module) not in inside
+    ]
+    return tuple(found)

@@ -7,6 +7,7 @@ the model, else every linear layer in the blocks; `strategy.lora.target_modules`
 from torch import nn
 
 from ftpipe.config.schema import Config
+from ftpipe.errors import FtpipeError
 from ftpipe.strategies.base import register
 from ftpipe.strategies.layers import Layout
 from ftpipe.strategies.peft_common import head_to_save, linear_leaf_names, task_type, wrap
@@ -18,6 +19,15 @@ def lora(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     from peft import LoraConfig
 
     settings = config.strategy.lora
+    if settings.target_modules:
+        known = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = sorted(set(settings.target_modules) - known)
+        if missing:
+            raise FtpipeError(
+                f"strategy.lora.target_modules names {', '.join(map(repr, missing))}, which "
+                f"{type(model).__name__} does not have. Linear layers in its blocks: "
+                f"{', '.join(linear_leaf_names(layout))}."
+            )
     return wrap(
         model,
         LoraConfig(

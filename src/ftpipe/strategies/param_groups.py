@@ -5,8 +5,8 @@
 * Pretrained parameters get `train.lr`, scaled by layer-wise decay: block l of N (1-based)
   gets lr * decay**(N - l), the embeddings lr * decay**N, and what sits above the blocks
   (pooler, final norm) lr. Lower layers hold general features, so they move least.
-* Biases and norm weights (1-D tensors) get no weight decay: decaying them toward zero only
-  fights the normalisation.
+* Biases, norm weights and scaling vectors (IA3) get no weight decay: pulling them toward zero
+  fights the normalisation or the identity they start from. Only true matrices decay.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def param_groups(prepared: Prepared, train: TrainConfig) -> list[dict[str, Any]]
     include_frozen = prepared.unfreeze is not None
     depth = _pretrained_depths(prepared)
     n = prepared.layout.num_blocks
-    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    groups: dict[tuple[str, float, float], dict[str, Any]] = {}
     for parameter in prepared.model.parameters():
         if not (parameter.requires_grad or include_frozen):
             continue
@@ -41,9 +41,9 @@ def param_groups(prepared: Prepared, train: TrainConfig) -> list[dict[str, Any]]
             role = "pretrained"
         else:
             lr, role = train.head_lr, "new"
-        decay = 0.0 if parameter.ndim < 2 else train.weight_decay
+        decay = 0.0 if parameter.ndim < 2 or min(parameter.shape) == 1 else train.weight_decay
         group = groups.setdefault(
-            (lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "role": role}
+            (role, lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "role": role}
         )
         group["params"].append(parameter)
     ordered = sorted(groups.values(), key=lambda g: (g["role"], -g["lr"], g["weight_decay"]))

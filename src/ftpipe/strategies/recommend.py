@@ -37,6 +37,7 @@ class Measurements:
     """What the recommendation is based on."""
 
     classes: int
+    rows_per_class: dict[str, int]
     smallest_class_rows: int
     probe_rows: int
     probe_folds: int
@@ -70,8 +71,10 @@ class Recommendation:
                if self.strategy == "freeze" else ""),
             f"Case: {self.case.replace('-', ' and ')}.",
             *[f"- {reason}" for reason in self.reasons],
-            f"Learning rates: backbone {self.lr_range[0]:.0e} to {self.lr_range[1]:.0e}, "
-            f"head {self.head_lr_range[0]:.0e} to {self.head_lr_range[1]:.0e}.",
+            ("Learning rates: backbone frozen, "
+             if self.strategy == "feature-extraction"
+             else f"Learning rates: backbone {self.lr_range[0]:.0e} to {self.lr_range[1]:.0e}, ")
+            + f"head {self.head_lr_range[0]:.0e} to {self.head_lr_range[1]:.0e}.",
             "Suggested search space:",
             *[f"  {path}: {sampler}" for path, sampler in self.search_space.items()],
         ]  # fmt: skip
@@ -89,6 +92,12 @@ def run_recommend(config: Config) -> Recommendation:
         FtpipeError: If prep has not run for this config, or the model cannot be loaded.
     """
     prepared = load_prepared(config.data.output_dir)
+    if prepared.stats["model"] != config.model.name:
+        raise FtpipeError(
+            f"{config.data.output_dir} was prepared for model.name={prepared.stats['model']!r}, "
+            f"not {config.model.name!r}, so its token ids mean nothing to this model. Run "
+            "`ftpipe prep` with this config first, or set data.output_dir to that model's prep."
+        )
     backbone = _load_backbone(config)
     measurements = measure(config, prepared, backbone)
     recommendation = decide(config, measurements, backbone.config.num_hidden_layers)
@@ -130,6 +139,9 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
     stats = prepared.stats["splits"]["train"]
     return Measurements(
         classes=int((counts > 0).sum()),
+        rows_per_class={
+            name: int(n) for name, n in zip(prepared.labels.names, counts, strict=True)
+        },
         smallest_class_rows=int(counts[counts > 0].min()),
         probe_rows=len(sample),
         probe_folds=folds,
@@ -152,6 +164,9 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
     )
     similar = probe_ok and vocab_ok
     reasons = [
+        "Training rows per class: "
+        + ", ".join(f"{name} {n:,}" for name, n in m.rows_per_class.items())
+        + ".",
         f"{'Large' if large else 'Small'} data: the smallest of {m.classes} classes has "
         f"{m.smallest_class_rows:,} training rows ({'at least' if large else 'under'} "
         f"recommend.large_per_class={t.large_per_class:,}).",

@@ -15,6 +15,7 @@ from torch import nn
 from ftpipe.config.load import validate_config
 from ftpipe.errors import FtpipeError
 from ftpipe.strategies import STRATEGIES, discover, prepare
+from ftpipe.strategies.base import is_causal_lm
 from ftpipe.strategies.merge import merge_adapter
 from ftpipe.strategies.param_groups import param_groups
 
@@ -31,7 +32,8 @@ ARCHITECTURES = {
         dim=32, n_layers=2, n_heads=2, hidden_dim=64, **SMALL
     ),
     "deberta-v2": lambda: hf.DebertaV2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **SMALL
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        relative_attention=True, pos_att_type=["p2c", "c2p"], **SMALL,
     ),
     "gpt2": lambda: hf.GPT2Config(
         n_embd=32, n_layer=2, n_head=2, pad_token_id=0, bos_token_id=1, eos_token_id=2, **SMALL
@@ -49,8 +51,7 @@ DECODERS = ("gpt2", "llama", "qwen2")
 REFUSED = {
     ("deberta-v2", "prefix", "classifier"): "accepts past key values",
     ("distilbert", "prefix", "classifier"): "accepts past key values",
-    **{(arch, s, "causal-lm"): "classification head" for arch in DECODERS
-       for s in ("feature-extraction", "gradual-unfreezing")},
+    **{(arch, "feature-extraction", "causal-lm"): "classification head" for arch in DECODERS},
 }  # fmt: skip
 CASES = [(arch, s, "classifier") for arch in ARCHITECTURES for s in sorted(STRATEGIES)] + [
     (arch, s, "causal-lm") for arch in DECODERS for s in sorted(STRATEGIES)
@@ -97,7 +98,8 @@ def expected_trainable(strategy: str, model: nn.Module, task: str) -> int:
     layout = discover(model)
     embeddings = numel(p for _, m in layout.embeddings for p in m.parameters())
     blocks = [numel(m.parameters()) for _, m in layout.blocks]
-    head = 0 if task == "causal-lm" else numel(p for _, m in layout.head for p in m.parameters())
+    head_params = {id(p): p for _, m in layout.head for p in m.parameters()}
+    head = numel(head_params.values())
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
     unique_total = numel({id(p): p for p in model.parameters()}.values())
     if strategy == "full":
@@ -106,6 +108,8 @@ def expected_trainable(strategy: str, model: nn.Module, task: str) -> int:
         return unique_total - embeddings - blocks[0]
     if strategy in ("feature-extraction", "gradual-unfreezing"):
         return head
+    if task == "causal-lm":  # PEFT methods keep the pretrained output layer frozen
+        head = 0
     if strategy == "prompt-tuning":
         return TOKENS * hidden + head
     if strategy == "prefix":  # a key and a value per layer, as wide as the key/value heads
@@ -181,9 +185,15 @@ def check_learning_rates(prepared, groups) -> None:
     for parameter in prepared.model.parameters():
         if id(parameter) not in lr_of:
             continue
-        assert decay_of[id(parameter)] == (0.0 if parameter.ndim < 2 else WEIGHT_DECAY)
+        is_matrix = parameter.ndim >= 2 and min(parameter.shape) > 1
+        assert decay_of[id(parameter)] == (WEIGHT_DECAY if is_matrix else 0.0)
         if id(parameter) not in prepared.pretrained:
             assert lr_of[id(parameter)] == HEAD_LR
+    if is_causal_lm(prepared.model):  # the output layer is pretrained: the top backbone lr
+        for _, head in layout.head:
+            for parameter in head.parameters():
+                if id(parameter) in lr_of and id(parameter) not in embedding_ids(layout):
+                    assert lr_of[id(parameter)] == pytest.approx(LR)
     for depth, (_, block) in enumerate(layout.blocks, start=1):
         for parameter in block.parameters():
             if id(parameter) in lr_of and id(parameter) in prepared.pretrained:
@@ -192,6 +202,10 @@ def check_learning_rates(prepared, groups) -> None:
         for parameter in module.parameters():
             if id(parameter) in lr_of:
                 assert lr_of[id(parameter)] == pytest.approx(LR * DECAY**n)
+
+
+def embedding_ids(layout) -> set[int]:
+    return {id(p) for _, m in layout.embeddings for p in m.parameters()}
 
 
 def check_gradual_unfreezing(prepared, task: str) -> None:
@@ -313,3 +327,87 @@ def test_prompt_learning_under_zero3_is_refused(strategy):
 def test_auto_must_be_resolved_first():
     with pytest.raises(FtpipeError, match=r"strategy.name=auto must be resolved"):
         prepare(build("bert", "classifier"), validate_config({"data": {"train": "x.csv"}}))
+
+
+def test_encoder_decoder_models_are_refused_by_name():
+    config = hf.BartConfig(
+        vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_labels=3,
+    )  # fmt: skip
+    model = hf.BartForSequenceClassification(config)
+    with pytest.raises(
+        FtpipeError,
+        match=r"several block stacks \(model\.encoder\.layers, model\.decoder\.layers\)",
+    ):
+        discover(model)
+
+
+def test_relative_position_embeddings_freeze_with_the_embeddings():
+    model = build("deberta-v2", "classifier")
+    config = validate_config(
+        {"data": {"train": "x.csv"}, "strategy": {"name": "freeze", "freeze_layers": 2}}
+    )
+    prepare(model, config)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "deberta.encoder.rel_embeddings.weight" not in trainable
+    assert any(name.startswith("classifier") for name in trainable)
+
+
+@pytest.mark.parametrize(
+    ("arch", "targets"),
+    [("bert", {"query", "value"}), ("deberta-v2", {"query_proj", "value_proj"}),
+     ("gpt2", {"c_attn"}), ("llama", {"q_proj", "v_proj"}), ("qwen2", {"q_proj", "v_proj"}),
+     # PEFT has no mapping for DistilBERT: every linear layer in the blocks is adapted.
+     ("distilbert", {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"})],
+)  # fmt: skip
+def test_default_lora_targets_per_architecture(arch, targets):
+    model = prepare(build(arch, "classifier"), config_for("lora")).model
+    adapted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == targets
+
+
+def test_unknown_lora_target_names_the_key_and_the_choices():
+    config = validate_config(
+        {
+            "data": {"train": "x.csv"},
+            "strategy": {"name": "lora", "lora": {"target_modules": ["qkv"]}},
+        }
+    )
+    with pytest.raises(
+        FtpipeError, match=r"strategy.lora.target_modules names 'qkv'.*query, value"
+    ):
+        prepare(build("bert", "classifier"), config)
+
+
+def test_freeze_pattern_matching_nothing_is_an_error():
+    config = validate_config(
+        {"data": {"train": "x.csv"},
+         "strategy": {"name": "freeze", "freeze_patterns": ["encoder.layer.*.attention*"]}}
+    )  # fmt: skip
+    with pytest.raises(
+        FtpipeError, match=r"freeze_patterns entry 'encoder.layer.\*.attention\*' matches no"
+    ):
+        prepare(build("bert", "classifier"), config)
+
+
+def test_gradual_unfreezing_under_zero_is_refused():
+    from ftpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gradual-unfreezing cannot run with train.zero_stage=1"):
+        validate_config(
+            {"data": {"train": "x.csv"}, "strategy": {"name": "gradual-unfreezing"},
+             "train": {"zero_stage": 1}}
+        )  # fmt: skip
+
+
+def test_head_and_backbone_stay_in_separate_groups_at_equal_rates():
+    config = validate_config(
+        {
+            "data": {"train": "x.csv"},
+            "strategy": {"name": "full"},
+            "train": {"lr": 1e-4, "head_lr": 1e-4},
+        }
+    )
+    prepared = prepare(build("bert", "classifier"), config)
+    roles = {(g["role"], g["lr"]) for g in param_groups(prepared, config.train)}
+    assert roles == {("new", 1e-4), ("pretrained", 1e-4)}
