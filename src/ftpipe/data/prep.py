@@ -34,7 +34,13 @@ from ftpipe.data.sources import Table, read_table
 from ftpipe.data.split import stratified_split
 from ftpipe.data.stats import split_stats
 from ftpipe.data.tokenize import Tokenized, load_tokenizer, tokenize, tokenizer_digest
-from ftpipe.data.validate import Examples, check_trainable, drop_leakage, validate_table
+from ftpipe.data.validate import (
+    Examples,
+    check_trainable,
+    drop_leakage,
+    format_counts,
+    validate_table,
+)
 from ftpipe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -140,8 +146,12 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
     _check_classes_trained(train, held_out, labels)
     for split in (train, held_out):
         if split.dropped:
-            counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(split.dropped.items()))
-            log.warning("%s: dropped %d rows (%s)", split.source, split.dropped.total(), counts)
+            log.warning(
+                "%s: dropped %d rows (%s)",
+                split.source,
+                split.dropped.total(),
+                format_counts(split.dropped),
+            )
     return {"train": train, "eval": held_out}, labels, digests
 
 
@@ -153,7 +163,7 @@ def _check_classes_trained(train: Examples, held_out: Examples, labels: LabelMap
         raise DataError(
             f"Eval label(s) {', '.join(map(repr, untrained_eval))} in {held_out.source} have no "
             f"training rows left in {train.source} (dropped: "
-            f"{', '.join(f'{k}: {n}' for k, n in sorted(train.dropped.items())) or 'none'}). "
+            f"{format_counts(train.dropped) or 'none'}). "
             "Add training rows for them, or remove them from the eval set."
         )
     for name in labels.names:

@@ -120,7 +120,7 @@ def check_trainable(examples: Examples) -> None:
         found = f"only the label {classes[0]!r}" if classes else "no rows"
         raise DataError(
             f"{examples.source} has {found} left after validation (dropped: "
-            f"{_counts(examples.dropped) or 'none'}), but a classifier needs at least two "
+            f"{format_counts(examples.dropped) or 'none'}), but a classifier needs at least two "
             "classes. Check data.label_column, or add examples of the other classes."
         )
 
@@ -275,7 +275,8 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _counts(counter: Counter[str]) -> str:
+def format_counts(counter: Counter[str]) -> str:
+    """`kind: n, kind: n` in a stable order, for messages and logs."""
     return ", ".join(f"{kind}: {n}" for kind, n in sorted(counter.items()))
 
 
@@ -287,7 +288,7 @@ def _enforce(examples: Examples, problems: list[Problem], policy: str, fix: str)
         listed = "; ".join(p.reason for p in problems[:MAX_LISTED])
         more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         rows = "row" if len(problems) == 1 else "rows"
-        kinds = _counts(Counter(p.kind for p in problems))
+        kinds = format_counts(Counter(p.kind for p in problems))
         raise DataError(
             f"{examples.source} has {len(problems)} invalid {rows} ({kinds}): {listed}{more}. "
             f"Fix these rows, or set {fix} to drop them and report the counts."
