@@ -88,9 +88,9 @@ def train_one_epoch(strategy: str, overrides: list[str], train: Split, dev: Spli
     return evaluate(prepared.model, dev), trainable, seconds
 
 
-def head_epochs(features_of, train: Split, epochs: int, seed: int):
+def head_epochs(features_of, train: Split, width: int, epochs: int, seed: int):
     torch.manual_seed(seed)
-    head = torch.nn.Linear(384, 2)
+    head = torch.nn.Linear(width, 2)
     start = time.perf_counter()
     train_head(head, features_of, train.labels, epochs=epochs, lr=1e-2, batch_size=BATCH, seed=seed)
     return head, (time.perf_counter() - start) / epochs
@@ -116,19 +116,24 @@ def main() -> None:
 
     # Feature extraction: features once, then the head on the cache versus a live backbone.
     backbone = AutoModel.from_pretrained(resolve_model("all-MiniLM-L6-v2"), use_safetensors=True)
+    width = backbone.config.hidden_size
     start = time.perf_counter()
     features = cached_features(
         workdir / "cache", data.fingerprint, backbone, {"train": train, "dev": dev}, "mean", 64, 0
     )
     extract_seconds = time.perf_counter() - start
-    head, cached_epoch = head_epochs(cached(features["train"]), train, args.head_epochs, args.seed)
+    head, cached_epoch = head_epochs(
+        cached(features["train"]), train, width, args.head_epochs, args.seed
+    )
     with torch.no_grad():
         fe_accuracy = (
             head(torch.from_numpy(features["dev"])).argmax(1).numpy() == dev.labels
         ).mean()
     live_features_of = live_features(backbone, train, "mean", 0)
-    live_head, live_epoch = head_epochs(live_features_of, train, args.live_epochs, args.seed)
-    short_head, _ = head_epochs(cached(features["train"]), train, args.live_epochs, args.seed)
+    live_head, live_epoch = head_epochs(live_features_of, train, width, args.live_epochs, args.seed)
+    short_head, _ = head_epochs(
+        cached(features["train"]), train, width, args.live_epochs, args.seed
+    )
     with torch.no_grad():
         dev_features = torch.from_numpy(features["dev"])
         live_accuracy = (live_head(dev_features).argmax(1).numpy() == dev.labels).mean()
@@ -136,7 +141,7 @@ def main() -> None:
 
     half = backbone.config.num_hidden_layers // 2  # freeze the lower half, as recommend does
     runs = {
-        "feature-extraction (cached)": (fe_accuracy, 384 * 2 + 2, cached_epoch),
+        "feature-extraction (cached)": (fe_accuracy, width * 2 + 2, cached_epoch),
         f"freeze-{half}": train_one_epoch(
             "freeze",
             [f"strategy.freeze_layers={half}", "train.lr=1e-4", "train.head_lr=1e-3"],

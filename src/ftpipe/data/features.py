@@ -24,8 +24,6 @@ from ftpipe.data.prepared import Split, batches
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls", "last")
-
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """Reduce [batch, tokens, hidden] to [batch, hidden].

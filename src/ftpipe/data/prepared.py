@@ -94,18 +94,18 @@ def batches(
         width = max(len(split.input_ids[i]) for i in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        types = torch.zeros((len(rows), width), dtype=torch.long)
+        types = None if split.token_type_ids is None else torch.zeros_like(ids)
         for j, i in enumerate(rows):
             length = len(split.input_ids[i])
             ids[j, :length] = torch.tensor(split.input_ids[i])
             mask[j, :length] = 1
-            if split.token_type_ids is not None:
+            if types is not None:
                 types[j, :length] = torch.tensor(split.token_type_ids[i])
         tensors = {
             "input_ids": ids,
             "attention_mask": mask,
             "labels": torch.from_numpy(split.labels[rows]),
         }
-        if split.token_type_ids is not None:
+        if types is not None:
             tensors["token_type_ids"] = types
         yield rows, tensors

@@ -15,8 +15,6 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from torch import nn
-
 from ftpipe.config.schema import TrainConfig
 from ftpipe.strategies.base import Prepared
 
@@ -67,9 +65,6 @@ def _pretrained_depths(prepared: Prepared) -> dict[int, int]:
     for _, module in layout.embeddings:
         depth.update({id(p): 0 for p in module.parameters()})
     for index, (_, block) in enumerate(layout.blocks, start=1):
-        depth.update({id(p): index for p in _own_parameters(block, prepared)})
+        # Adapter weights injected into a block are new, not pretrained: they keep head_lr.
+        depth.update({id(p): index for p in block.parameters() if id(p) in prepared.pretrained})
     return depth
-
-
-def _own_parameters(module: nn.Module, prepared: Prepared) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if id(p) in prepared.pretrained]
