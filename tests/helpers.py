@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +60,20 @@ def ftpipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*FTPIPE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+WORDS = {
+    "good": ["good", "hello", "help", "please", "refund"],
+    "bad": ["bad", "late", "crash", "charged", "twice"],
+}
+
+
+def separable_rows(n_per_class: int, seed: int = 0) -> list[list[str]]:
+    """Rows whose words give the label away: a frozen probe separates them easily."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_per_class):
+        for label, words in WORDS.items():
+            text = " ".join(rng.choice(words, size=4)) + f" {'a ' * (i % 5)}the"
+            rows.append([f"{text} {i}", label])
+    return rows

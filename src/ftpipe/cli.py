@@ -96,6 +96,42 @@ def recommend(config: ConfigOption, overrides: Overrides = None) -> None:
     out.print(f"Wrote {Path(cfg.recommend.output_dir) / 'recommendation.json'}")
 
 
+@app.command()
+def train(
+    config: ConfigOption,
+    overrides: Overrides = None,
+    no_ray: Annotated[
+        bool,
+        typer.Option(
+            "--no-ray",
+            help="Run the training core in this process instead of on Ray Train workers "
+            "(for machines without Ray; use torchrun for several GPUs).",
+        ),
+    ] = False,
+) -> None:
+    """Fine-tune with the configured strategy on Ray Train + DeepSpeed; export the best model."""
+    from ftpipe.strategies.recommend import resolve_auto
+
+    cfg = resolve_auto(load_config(config, overrides or []))
+    started = time.perf_counter()
+    if no_ray:
+        from ftpipe.train.local import train_local
+
+        outcome = train_local(cfg)
+    else:
+        from ftpipe.train.ray_train import train_ray
+
+        outcome = train_ray(cfg)
+    best = outcome.metrics
+    scores = ", ".join(f"{k} {best[k]:.4f}" for k in ("accuracy", "macro_f1", "loss") if k in best)
+    out.print(
+        f"Trained {cfg.strategy.name} on {cfg.model.name} to step "
+        f"{outcome.final_metrics.get('step')} in {time.perf_counter() - started:.0f}s. "
+        f"Best: {scores} at step {best.get('step')}."
+    )
+    out.print(f"Exported {outcome.model_dir}")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOption, overrides: Overrides = None) -> None:
     """Print the resolved config (file, defaults and overrides) as YAML, with its hash."""

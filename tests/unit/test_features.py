@@ -9,24 +9,7 @@ import ftpipe.data.features as features_module
 from ftpipe.data import run_prep
 from ftpipe.data.features import cached_features, extract_features, pool
 from ftpipe.data.prepared import load_prepared
-from ftpipe.strategies.feature_extraction import cached, live_features, train_head
-from tests.helpers import write_csv
-
-WORDS = {
-    "good": ["good", "hello", "help", "please", "refund"],
-    "bad": ["bad", "late", "crash", "charged", "twice"],
-}
-
-
-def separable_rows(n_per_class: int, seed: int = 0) -> list[list[str]]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_per_class):
-        for label, words in WORDS.items():
-            text = " ".join(rng.choice(words, size=4)) + f" {'a ' * (i % 5)}the"
-            rows.append([f"{text} {i}", label])
-    return rows
-
+from tests.helpers import separable_rows, write_csv
 
 @pytest.fixture
 def prepared(tmp_path, make_config, tiny_model_dir):
@@ -95,31 +78,3 @@ def test_cache_key_changes_with_weights_pooling_and_data(tmp_path, prepared, bac
         next(backbone.parameters()).add_(0.01)
     cached_features(cache, prepared.fingerprint, backbone, prepared.splits, "mean", 16, 0)
     assert len(list(cache.iterdir())) == 4
-
-
-def test_head_on_cached_features_matches_head_on_live_backbone(tmp_path, prepared, backbone):
-    train, held_out = prepared.splits["train"], prepared.splits["eval"]
-    features = cached_features(
-        tmp_path / "c", prepared.fingerprint, backbone, prepared.splits, "mean", 16, 0
-    )
-    results = {}
-    for name, features_of in {
-        "cached": cached(features["train"]),
-        "live": live_features(backbone, train, "mean", 0),
-    }.items():
-        torch.manual_seed(0)
-        head = torch.nn.Linear(32, 2)
-        losses = train_head(
-            head, features_of, train.labels, epochs=30, lr=0.05, batch_size=16, seed=0
-        )
-        with torch.no_grad():
-            predicted = head(torch.from_numpy(features["eval"])).argmax(1).numpy()
-        results[name] = (losses, (predicted == held_out.labels).mean())
-    (cached_losses, cached_accuracy), (live_losses, live_accuracy) = (
-        results["cached"],
-        results["live"],
-    )
-    assert cached_losses[-1] < cached_losses[0] * 0.7, "the head did not learn"
-    assert cached_accuracy >= 0.8
-    assert abs(cached_accuracy - live_accuracy) <= 0.05
-    np.testing.assert_allclose(cached_losses, live_losses, rtol=1e-3)

@@ -253,16 +253,89 @@ class TrainConfig(Section):
     """Recompute activations in the backward pass to save memory (off for prefix tuning)."""
 
     zero_stage: int = Field(default=0, ge=0, le=3)
-    """DeepSpeed ZeRO stage."""
+    """DeepSpeed ZeRO stage: 0 replicates everything, 1 shards optimizer state, 2 also
+    gradients, 3 also the weights (largest models; gathered for export)."""
+
+    offload_optimizer: bool = False
+    """With ZeRO 1-3, keep optimizer state in host memory (DeepSpeed CPU offload)."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training precision: `auto` is bf16 on GPUs that support it, fp16 on older GPUs and
+    fp32 on CPU."""
+
+    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
 
     epochs: int = Field(default=3, ge=1)
     """Passes over the training data."""
 
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps (the schedule spans them); null trains all epochs."""
+
     batch_size: int = Field(default=32, ge=1)
-    """Global batch size across all workers."""
+    """Global batch size: micro_batch_size x gradient accumulation x workers."""
+
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    """Rows per worker per forward pass; null is batch_size / workers (no accumulation).
+    Smaller values trade speed for memory through gradient accumulation."""
 
     num_workers: int = Field(default=2, ge=1)
-    """Ray Train workers."""
+    """Ray Train workers (one process, and one GPU where used, each)."""
+
+    use_gpu: Literal["auto"] | bool = "auto"
+    """Give each worker a GPU; `auto` uses GPUs when the Ray cluster has them."""
+
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    """CPUs reserved per Ray Train worker."""
+
+    ray_address: str | None = None
+    """Ray cluster to join (for example `ray://head:10001` or `auto`); null starts a local Ray
+    on this machine."""
+
+    max_failures: int = Field(default=2, ge=-1)
+    """Worker-failure restarts before the run fails (-1: unlimited); each restart resumes at
+    the last checkpoint's step."""
+
+    eval_every_steps: int = Field(default=0, ge=0)
+    """Evaluate and checkpoint every N optimizer steps, and always at each epoch end;
+    0 only at epoch ends."""
+
+    metric: Literal["auto", "accuracy", "macro_f1", "loss", "perplexity"] = "auto"
+    """Metric for early stopping and the best checkpoint: `auto` is macro_f1 for
+    classification and loss for language modelling."""
+
+    patience: int | None = Field(default=None, ge=1)
+    """Stop after this many evaluations without improvement; null never stops early."""
+
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """Checkpoints kept on disk: the best ones by `metric`; the latest is always kept too."""
+
+    feature_cache: bool = True
+    """For `feature-extraction`: compute the frozen backbone's features once and train the
+    head on the cache."""
+
+    cache_dir: str = "outputs/cache/features"
+    """Where the feature cache lives; shared by runs and sweep trials."""
+
+    log_every_steps: int = Field(default=20, ge=1)
+    """Log progress (loss, samples/s, ETA) every N optimizer steps."""
+
+    resume_from: str | None = None
+    """A checkpoint directory to resume from; training continues at its step."""
+
+    output_dir: str = "outputs/train"
+    """Where checkpoints and the exported model (model/) are written."""
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainConfig:
+        micro = self.micro_batch_size or max(1, self.batch_size // self.num_workers)
+        if self.batch_size % (micro * self.num_workers):
+            raise ValueError(
+                f"train.batch_size={self.batch_size} must be a multiple of "
+                f"train.micro_batch_size ({micro}) x train.num_workers ({self.num_workers}), "
+                f"for example {micro * self.num_workers}; or change train.micro_batch_size"
+            )
+        return self
 
 
 class RecommendConfig(Section):
@@ -325,9 +398,6 @@ class PipelineConfig(Section):
     name: str = "ftpipe-finetune"
     """Kubeflow pipeline name."""
 
-    ray_address: str | None = None
-    """Ray cluster to join; null starts a local Ray."""
-
 
 class Config(Section):
     """A whole ftpipe run: data, model, strategy, training, sweep, registry and pipeline."""
@@ -361,6 +431,13 @@ class Config(Section):
                 f"strategy.name=gradual-unfreezing cannot run with train.zero_stage="
                 f"{self.train.zero_stage}: DeepSpeed ZeRO drops frozen parameters from its "
                 "optimizer, so later-unfrozen blocks would never update. Use train.zero_stage=0"
+            )
+        # The head is all that trains, so there is nothing worth partitioning, and the cache
+        # needs the whole backbone on each rank.
+        if self.strategy.name == "feature-extraction" and self.train.zero_stage == 3:
+            raise ValueError(
+                "strategy.name=feature-extraction cannot run with train.zero_stage=3: only the "
+                "small head trains, so there is nothing to partition. Use train.zero_stage=0"
             )
         return self
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ftpipe.config.schema import Config
 from ftpipe.data.prepared import Split, batches
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,21 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     # The last real token, whichever side the padding is on.
     last = mask.size(1) - 1 - mask.flip(1).argmax(1)
     return hidden[torch.arange(hidden.size(0)), last]
+
+
+def pooling_for(config: Config, backbone) -> str:
+    """Resolve `strategy.pooling`: `auto` is `last` for decoders, `mean` otherwise."""
+    if config.strategy.pooling != "auto":
+        return config.strategy.pooling
+    return "last" if is_decoder_only(backbone.config) else "mean"
+
+
+def is_decoder_only(model_config) -> bool:
+    """A family with a causal-LM head and no masked-LM head (GPT-2, Llama, Qwen2, ...)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    kind = type(model_config)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING and kind not in MODEL_FOR_MASKED_LM_MAPPING
 
 
 @torch.no_grad()

@@ -17,11 +17,16 @@ from ftpipe.errors import DataError
 
 @dataclass(frozen=True)
 class Split:
-    """One prepared split: variable-length token ids, optional token types, label ids."""
+    """One prepared split: variable-length token ids, optional token types, label ids.
+
+    For causal language modelling `labels` is unused and `prompt_lengths`, when present, says
+    how many leading tokens of each row are prompt (kept out of the loss).
+    """
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: np.ndarray
+    prompt_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -33,6 +38,7 @@ class Split:
             [self.input_ids[i] for i in rows],
             None if types is None else [types[i] for i in rows],
             self.labels[rows],
+            None if self.prompt_lengths is None else self.prompt_lengths[rows],
         )
 
 

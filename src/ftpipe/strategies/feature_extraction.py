@@ -1,83 +1,84 @@
-"""`feature-extraction`: the whole backbone is frozen and only the new head trains.
+"""`feature-extraction`: the whole backbone is frozen and only a new linear head trains.
 
 The cheapest strategy, and the right one when the pretrained features already separate the
-classes (small data, similar domain). Because the backbone never changes, its pooled features
-can be computed once (ftpipe.data.features) and the head trained on them; `train_head` runs on
-either the cache or a live backbone.
+classes (small data, similar domain). The model is a `PooledClassifier`: the frozen backbone,
+the pooling the recommender's probe measured (mean for sentence encoders such as MiniLM, whose
+CLS/pooler output separates far worse), and one linear layer. Because the backbone never
+changes, its pooled features can be computed once (ftpipe.data.features) and the same head
+trained on them: `forward(features=...)` skips the backbone, so the training loop, the
+exported head and the cache all share one module.
 """
 
-from collections.abc import Callable
+from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ftpipe.config.schema import Config
-from ftpipe.data.features import pool
-from ftpipe.data.prepared import Split, batches
+from ftpipe.data.features import pool, pooling_for
 from ftpipe.strategies.base import register, require_classifier, set_trainable
 from ftpipe.strategies.layers import Layout
 
 
+class PooledClassifier(nn.Module):
+    """A frozen backbone, pooled, then one linear layer.
+
+    Args:
+        backbone: The transformers base model (it returns `last_hidden_state`).
+        pooling: `mean`, `cls` or `last` (see `ftpipe.data.features.pool`).
+        num_labels: Classes of the linear head.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: str, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.config = backbone.config
+        self.classifier = nn.Linear(backbone.config.hidden_size, num_labels)
+
+    def train(self, mode: bool = True) -> PooledClassifier:
+        """Set train mode on the head only."""
+        # The backbone stays in eval mode: its dropout would make live features differ from
+        # the cached ones, and a frozen backbone has nothing to regularise.
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def pooled(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The backbone's pooled features, [batch, hidden]: what the cache stores."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        with torch.no_grad():
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, **extra
+            ).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        """Classify token ids (live backbone) or precomputed `features` (the cache)."""
+        if features is None:
+            features = self.pooled(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(features.to(self.classifier.weight.dtype))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
 @register("feature-extraction")
 def feature_extraction(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
-    """Freeze the backbone; train the head."""
+    """Freeze the backbone and replace the model's head with a pooled linear classifier."""
     require_classifier(model, "feature-extraction")
-    set_trainable([model], False)
-    set_trainable([m for _, m in layout.head], True)
-    return model
-
-
-def train_head(
-    head: nn.Module,
-    features_of: Callable[[np.ndarray], torch.Tensor],
-    labels: np.ndarray,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-) -> list[float]:
-    """Train a head on pooled features; returns the mean loss of each epoch.
-
-    `features_of(rows)` gives the features of those rows: a slice of the cache, or a live
-    forward pass of the frozen backbone. Both paths run this same loop, so they differ only
-    in where the features come from.
-    """
-    generator = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
-    targets = torch.from_numpy(labels)
-    losses = []
-    for _ in range(epochs):
-        head.train()
-        order = generator.permutation(len(labels))
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(head(features_of(rows)), targets[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(rows)
-        losses.append(total / len(labels))
-    return losses
-
-
-def live_features(
-    backbone: nn.Module, split: Split, pooling: str, pad_id: int
-) -> Callable[[np.ndarray], torch.Tensor]:
-    """`features_of` that runs the frozen backbone on every call (the uncached baseline)."""
-
-    @torch.no_grad()
-    def features_of(rows: np.ndarray) -> torch.Tensor:
-        backbone.eval()
-        _, batch = next(batches(split.subset(rows), len(rows), pad_id))
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return pool(backbone(**inputs).last_hidden_state, batch["attention_mask"], pooling)
-
-    return features_of
-
-
-def cached(features: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
-    """`features_of` that slices precomputed features."""
-    table = torch.from_numpy(features)
-    return lambda rows: table[torch.from_numpy(rows)]
+    backbone = getattr(model, layout.backbone_name)
+    set_trainable([backbone], False)
+    return PooledClassifier(backbone, pooling_for(config, backbone), model.config.num_labels)

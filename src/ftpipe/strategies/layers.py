@@ -25,6 +25,16 @@ from torch import nn
 from ftpipe.errors import FtpipeError
 
 
+def true_shape(parameter: nn.Parameter) -> tuple[int, ...]:
+    """A parameter's full shape, also when ZeRO-3 holds only a shard of it on this rank."""
+    return tuple(getattr(parameter, "ds_shape", parameter.shape))
+
+
+def true_numel(parameter: nn.Parameter) -> int:
+    """A parameter's full element count, also under ZeRO-3 sharding."""
+    return int(getattr(parameter, "ds_numel", parameter.numel()))
+
+
 @dataclass(frozen=True)
 class Layout:
     """The parts of a model that strategies act on, each as (qualified name, module)."""
@@ -58,7 +68,7 @@ def discover(model: nn.Module) -> Layout:
     blocks_name, blocks = _find_blocks(model, backbone, prefix)
     embeddings = _find_embeddings(backbone, prefix, blocks)
     head = tuple((name, module) for name, module in model.named_children() if name != prefix)
-    if not any(p.numel() for _, m in head for p in m.parameters()):
+    if not any(true_numel(p) for _, m in head for p in m.parameters()):
         raise FtpipeError(
             f"Cannot find the head of {kind}: it has no parameters outside {prefix!r}. Load the "
             "model with a task head, for example AutoModelForSequenceClassification."

@@ -17,6 +17,7 @@ from typing import Any
 
 from ftpipe.config.schema import TrainConfig
 from ftpipe.strategies.base import Prepared
+from ftpipe.strategies.layers import true_numel, true_shape
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def param_groups(prepared: Prepared, train: TrainConfig) -> list[dict[str, Any]]
             role = "pretrained"
         else:
             lr, role = train.head_lr, "new"
-        decay = 0.0 if parameter.ndim < 2 or min(parameter.shape) == 1 else train.weight_decay
+        shape = true_shape(parameter)
+        decay = 0.0 if len(shape) < 2 or min(shape) == 1 else train.weight_decay
         group = groups.setdefault(
             (role, lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "role": role}
         )
@@ -54,7 +56,7 @@ def describe(groups: list[dict[str, Any]]) -> list[str]:
     """One line per learning rate: how many parameters train at it."""
     by_lr: dict[tuple[str, float], int] = defaultdict(int)
     for group in groups:
-        by_lr[(group["role"], group["lr"])] += sum(p.numel() for p in group["params"])
+        by_lr[(group["role"], group["lr"])] += sum(true_numel(p) for p in group["params"])
     return [f"lr {lr:.2e}: {count:,} {role} parameters" for (role, lr), count in by_lr.items()]
 
 

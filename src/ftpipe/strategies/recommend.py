@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ftpipe.config.load import validate_config
 from ftpipe.config.schema import Config
-from ftpipe.data.features import extract_features
+from ftpipe.data.features import extract_features, pooling_for
 from ftpipe.data.prepared import PreparedData, load_prepared
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
@@ -83,6 +84,27 @@ class Recommendation:
     def to_json(self) -> dict:
         """A JSON-ready mapping, for the pipeline."""
         return asdict(self)
+
+
+def resolve_auto(config: Config) -> Config:
+    """Replace `strategy.name=auto` with the recommendation `ftpipe recommend` wrote.
+
+    Raises:
+        FtpipeError: If the strategy is auto and there is no recommendation yet.
+    """
+    if config.strategy.name != "auto":
+        return config
+    path = Path(config.recommend.output_dir) / "recommendation.json"
+    if not path.exists():
+        raise FtpipeError(
+            f"strategy.name=auto needs a recommendation, and {path} does not exist. Run "
+            "`ftpipe recommend` with the same config first, or set strategy.name."
+        )
+    picked = json.loads(path.read_text())
+    log.info("strategy.name=auto: using %s from %s", picked["strategy"], path)
+    raw = config.model_dump(mode="json")
+    raw["strategy"] |= {"name": picked["strategy"], "freeze_layers": picked["freeze_layers"]}
+    return validate_config(raw)  # the guardrails see the resolved strategy
 
 
 def run_recommend(config: Config) -> Recommendation:
@@ -235,21 +257,6 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
             "training longer" + ("." if vocab_ok else " (or from scratch if even that underfits).")
         )
     return Recommendation(case, strategy, k, lr, head_lr, space, reasons, m, num_blocks)
-
-
-def pooling_for(config: Config, backbone) -> str:
-    """Resolve `strategy.pooling`: `auto` is `last` for decoders, `mean` otherwise."""
-    if config.strategy.pooling != "auto":
-        return config.strategy.pooling
-    return "last" if is_decoder_only(backbone.config) else "mean"
-
-
-def is_decoder_only(model_config) -> bool:
-    """A family with a causal-LM head and no masked-LM head (GPT-2, Llama, Qwen2, ...)."""
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
-
-    kind = type(model_config)
-    return kind in MODEL_FOR_CAUSAL_LM_MAPPING and kind not in MODEL_FOR_MASKED_LM_MAPPING
 
 
 def _load_backbone(config: Config):

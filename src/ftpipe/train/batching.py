@@ -1,0 +1,85 @@
+"""Which rows each rank reads, in which order, and how rows become tensors.
+
+Each epoch's order is a pure function of (seed, epoch), so the data position of a checkpoint is
+just its step: a resumed run recomputes the order and skips to where it stopped, and reads
+exactly the batches an uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ftpipe.data.prepared import Split, batches
+
+
+def rank_order(rows: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's rows for one epoch: a seeded shuffle, dealt round-robin, equal per rank.
+
+    The few rows past the last whole share are left out this epoch (the next shuffle puts
+    others there), so every rank takes the same number of steps and the collectives line up.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(rows)
+    per_rank = rows // world_size
+    return order[rank::world_size][:per_rank]
+
+
+def eval_shard(rows: int, rank: int, world_size: int) -> tuple[np.ndarray, int]:
+    """This rank's evaluation rows, padded to an equal count on every rank.
+
+    Returns the rows and how many of them are this rank's own; the rest are repeats that the
+    caller must not count.
+    Under ZeRO-3 every forward pass gathers weights collectively, so all ranks must run the
+    same number of batches.
+    """
+    mine = np.arange(rank, rows, world_size)
+    width = -(-rows // world_size)
+    padding = np.zeros(width - len(mine), dtype=mine.dtype)  # row 0, scored and discarded
+    return np.concatenate([mine, padding]), len(mine)
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """Turns row indices into model inputs: padded token tensors, or cached features.
+
+    Attributes:
+        split: The rows.
+        pad_id: Padding token id.
+        causal_lm: Build next-token labels (padding and prompt tokens masked with -100).
+        features: Cached pooled features for feature extraction, [rows, hidden].
+    """
+
+    split: Split
+    pad_id: int
+    causal_lm: bool = False
+    features: torch.Tensor | None = None
+
+    def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """Tensors for these rows, on `device`."""
+        if self.features is not None:
+            index = torch.from_numpy(rows)
+            tensors = {
+                "features": self.features[index],
+                "labels": torch.from_numpy(self.split.labels[rows]),
+            }
+        else:
+            _, tensors = next(batches(self.split, len(rows), self.pad_id, rows))
+            if self.causal_lm:
+                tensors["labels"] = lm_labels(self.split, rows, tensors)
+        return {name: value.to(device, non_blocking=True) for name, value in tensors.items()}
+
+
+def lm_labels(split: Split, rows: np.ndarray, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token targets: the input ids, with padding and each row's prompt masked out.
+
+    The model shifts labels by one itself; -100 positions add nothing to the loss, so a
+    prompt+completion row is trained on its completion only.
+    """
+    labels = tensors["input_ids"].masked_fill(tensors["attention_mask"] == 0, -100)
+    if split.prompt_lengths is not None:
+        positions = torch.arange(labels.size(1))
+        prompt = torch.from_numpy(split.prompt_lengths[rows]).unsqueeze(1)
+        labels = labels.masked_fill(positions.unsqueeze(0) < prompt, -100)
+    return labels

@@ -1,0 +1,172 @@
+"""Export a trained model to a directory users load with plain transformers or peft.
+
+What the directory holds depends on the strategy (`ftpipe.json` says which):
+* `transformers`: full, freeze and gradual unfreezing, and LoRA/IA3 merged into the base
+  weights (`strategy.merge_adapter`): `AutoModelForSequenceClassification.from_pretrained(dir)`.
+  A merged adapter is also kept alone in `adapter/`.
+* `peft`: an adapter that is not merged (or cannot be, like prompt learning) in `adapter/`,
+  loaded onto the base model named in `ftpipe.json` with `PeftModel.from_pretrained`.
+* `pooled-classifier`: feature extraction; the untouched backbone (`AutoModel`) plus the
+  linear head in `head.safetensors`, applied to the pooled features (`pooling`).
+
+Every export also holds the tokenizer, label_map.json, the resolved config (config.yaml),
+metrics.json and a model card (README.md). Weights are safetensors only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ftpipe.config.schema import Config
+from ftpipe.data.labels import LabelMap
+from ftpipe.hub import resolve_model
+from ftpipe.strategies.feature_extraction import PooledClassifier
+from ftpipe.strategies.merge import merge_adapter
+from ftpipe.train.model import SAFE_LOADING, load_tokenizer_for_export
+
+MANIFEST = "ftpipe.json"
+
+
+def write_export(
+    model: nn.Module,
+    config: Config,
+    labels: LabelMap | None,
+    metrics: dict[str, Any],
+    directory: Path,
+) -> Path:
+    """Write a trained (unsharded) model and everything needed to use it into `directory`."""
+    from peft import PeftModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "base_model": config.model.name,
+        "base_model_revision": config.model.revision,
+        "strategy": config.strategy.name,
+        "task": "classification" if labels is not None else "causal-lm",
+    }
+    if isinstance(model, PooledClassifier):
+        model.backbone.save_pretrained(directory)
+        head = {k: v.detach().contiguous() for k, v in model.classifier.state_dict().items()}
+        save_file(head, str(directory / "head.safetensors"))
+        manifest |= {"kind": "pooled-classifier", "pooling": model.pooling}
+    elif isinstance(model, PeftModel):
+        model.save_pretrained(directory / "adapter")
+        # Merging replaces the adapter layers in place, so merge a copy: this export may be
+        # written mid-training, from the model still being trained.
+        merged = merge_adapter(copy.deepcopy(model)) if config.strategy.merge_adapter else model
+        if merged is not model:
+            merged.save_pretrained(directory)
+        manifest |= {"kind": "transformers" if merged is not model else "peft"}
+        manifest |= {"adapter": "adapter"}
+    else:
+        model.save_pretrained(directory)
+        manifest |= {"kind": "transformers"}
+    load_tokenizer_for_export(config).save_pretrained(directory)
+    if labels is not None:
+        labels.save(directory / "label_map.json")
+    (directory / "config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (directory / "README.md").write_text(model_card(manifest, config, metrics))
+    return directory
+
+
+def load_export(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Load an export for inference: (model in eval mode, tokenizer, manifest).
+
+    The model's forward takes tokenizer output and returns an object with `.logits`.
+    """
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    directory = Path(directory)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    auto = (
+        AutoModelForSequenceClassification
+        if manifest["task"] == "classification"
+        else AutoModelForCausalLM
+    )
+    if manifest["kind"] == "pooled-classifier":
+        backbone = AutoModel.from_pretrained(directory, **SAFE_LOADING)
+        head = load_file(str(directory / "head.safetensors"))
+        model = PooledClassifier(backbone, manifest["pooling"], head["weight"].shape[0])
+        model.classifier.load_state_dict(head)
+    elif manifest["kind"] == "peft":
+        from peft import PeftModel
+
+        extra = {}
+        if manifest["task"] == "classification":
+            labels = LabelMap.load(directory / "label_map.json")
+            extra = {"num_labels": len(labels.names), **labels.to_json()}
+        base = auto.from_pretrained(
+            resolve_model(manifest["base_model"]),
+            revision=manifest["base_model_revision"],
+            **SAFE_LOADING,
+            **extra,
+        )
+        model = PeftModel.from_pretrained(base, directory / manifest["adapter"])
+    else:
+        model = auto.from_pretrained(directory, **SAFE_LOADING)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    return model.eval(), tokenizer, manifest
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits for a batch of token tensors, whatever the export kind."""
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    inputs = {k: v for k, v in batch.items() if k in names}
+    return model(**inputs).logits.float()
+
+
+def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]) -> str:
+    """A short README: what this is, how it was trained, how to load it, what it scored."""
+    how = {
+        "transformers": (
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+            'model = AutoModelForSequenceClassification.from_pretrained("DIR")\n'
+            'tokenizer = AutoTokenizer.from_pretrained("DIR")'
+        ),
+        "peft": (
+            "from peft import PeftModel\n"
+            "from transformers import AutoModelForSequenceClassification\n"
+            "base = AutoModelForSequenceClassification.from_pretrained(\n"
+            f'    "{manifest["base_model"]}", num_labels=N)\n'
+            'model = PeftModel.from_pretrained(base, "DIR/adapter")'
+        ),
+        "pooled-classifier": (
+            "from safetensors.torch import load_file\n"
+            "from transformers import AutoModel\n"
+            'backbone = AutoModel.from_pretrained("DIR")\n'
+            'head = load_file("DIR/head.safetensors")  # weight [classes, hidden], bias\n'
+            f"# logits = {manifest.get('pooling')}-pool(backbone(**inputs).last_hidden_state) "
+            "@ head['weight'].T + head['bias']\n"
+            "# or: from ftpipe.train.export import load_export; model, tok, _ = "
+            'load_export("DIR")'
+        ),
+    }[manifest["kind"]]
+    scores = "\n".join(
+        f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))
+    )
+    return (
+        f"# {config.registry.model_name}\n\n"
+        f"Fine-tuned by ftpipe from `{manifest['base_model']}` with the "
+        f"`{manifest['strategy']}` strategy ({manifest['task']}).\n\n"
+        f"## Load\n\n```python\n{how}\n```\n\n"
+        f"## Evaluation (held-out split)\n\n| metric | value |\n| --- | --- |\n{scores}\n\n"
+        "## Training\n\nThe resolved config is in `config.yaml`; labels in `label_map.json`.\n"
+    )

@@ -1,0 +1,81 @@
+"""Load the base model for training, and the tokenizer that goes with it."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+from ftpipe.config.schema import Config
+from ftpipe.data.labels import LabelMap
+from ftpipe.errors import FtpipeError, reason
+from ftpipe.hub import resolve_model
+
+SAFE_LOADING = {"trust_remote_code": False, "use_safetensors": True}
+"""Never run a model repository's code, never unpickle weights."""
+
+
+def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | None = None):
+    """Load the pretrained model: a sequence classifier over `labels`, else a causal LM.
+
+    Under ZeRO-3 an `HfDeepSpeedConfig` must exist before `from_pretrained`: transformers then
+    builds the model inside `deepspeed.zero.Init`, so each rank materialises only its shard
+    instead of the whole model in host memory. It stays registered (returned as the second
+    value) for as long as the caller keeps it.
+
+    Raises:
+        FtpipeError: If the model cannot be loaded.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.integrations import HfDeepSpeedConfig
+
+    zero3 = None
+    if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
+        zero3 = HfDeepSpeedConfig(ds_config)
+    kwargs: dict[str, Any] = {"revision": config.model.revision, **SAFE_LOADING}
+    if labels is not None:
+        auto = AutoModelForSequenceClassification
+        kwargs |= {"num_labels": len(labels.names), **labels.to_json()}
+    else:
+        auto = AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(resolve_model(config.model.name), **kwargs)
+    except Exception as exc:  # Hub and file errors come in many types
+        raise FtpipeError(
+            f"Cannot load model.name={config.model.name!r} for training: {reason(exc)}. Use the "
+            "built-in alias all-MiniLM-L6-v2 or a local model directory with safetensors."
+        ) from None
+    if getattr(model.config, "pad_token_id", None) is None:
+        # Decoders often ship without a pad token; their classifier needs one to find each
+        # row's last real token. Prep pads with 0 and masks it, so any id works.
+        model.config.pad_token_id = 0
+    return model, zero3
+
+
+@contextmanager
+def zero3_paused():
+    """Build models normally (not sharded) inside, even while a ZeRO-3 run is registered."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def load_tokenizer_for_export(config: Config):
+    """The base model's tokenizer (the one prep used), for saving beside the weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        resolve_model(config.model.name), revision=config.model.revision, trust_remote_code=False
+    )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    base = getattr(model, "get_base_model", None)
+    return base() if base is not None else model

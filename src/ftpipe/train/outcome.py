@@ -1,0 +1,48 @@
+"""What a finished training run leaves behind, whichever way it ran (Ray or not)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ftpipe.errors import FtpipeError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run.
+
+    Attributes:
+        model_dir: The exported best model (output_dir/model).
+        best_checkpoint: The checkpoint that model came from.
+        metrics: The best checkpoint's evaluation metrics.
+        final_metrics: The last evaluation's metrics (with `step` and `start_step`).
+    """
+
+    model_dir: str
+    best_checkpoint: str
+    metrics: dict[str, Any]
+    final_metrics: dict[str, Any]
+
+
+def finish(output_dir: Path, best_checkpoint: Path, metrics: dict, final_metrics: dict) -> Outcome:
+    """Copy the best checkpoint's export to output_dir/model and write result.json.
+
+    Raises:
+        FtpipeError: If the best checkpoint holds no export.
+    """
+    source = best_checkpoint / "model"
+    if not source.is_dir():
+        raise FtpipeError(f"The best checkpoint {best_checkpoint} holds no exported model/.")
+    target = output_dir / "model"
+    staging = output_dir / ".model.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)  # readers never see a half-copied export
+    outcome = Outcome(str(target), str(best_checkpoint), metrics, final_metrics)
+    (output_dir / "result.json").write_text(json.dumps(asdict(outcome), indent=2) + "\n")
+    return outcome
