@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	$(BIN)/ftpipe prep --config $(CONFIG)
 	$(BIN)/ftpipe recommend --config $(CONFIG)
+	$(BIN)/ftpipe train --config $(CONFIG)
 
 test: install
 	$(BIN)/pytest -m "not gpu"
@@ -47,6 +48,44 @@ lock: install
 	  echo "# torch is pinned by TORCH in the Makefile and installed first (CPU or CUDA build)."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(torch|ftpipe)=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+# --- Kubernetes: images and deployment (infra/, docs/deploy.md) ---
+# make images REGISTRY=registry.example.com/ml; make deploy OVERLAY=prod REGISTRY=...
+REGISTRY ?=
+OVERLAY ?= dev
+DOCKER ?= docker
+# Images are tagged with the commit they are built from; deploy uses the same tag.
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
+IMAGES := ftpipe:cpu ftpipe-cuda:cuda ftpipe-mlflow:mlflow
+# What goes into the images: the tag names the commit only if these are committed.
+IMAGE_INPUTS := src configs examples pyproject.toml constraints.txt README.md infra/docker
+
+.PHONY: images push-images render deploy undeploy
+
+images:
+	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make images REGISTRY=registry.example.com/ml" >&2; exit 2; }
+	@test -z "$$(git status --porcelain -- $(IMAGE_INPUTS))" || { echo "uncommitted changes in $(IMAGE_INPUTS): commit first, the image tag is the commit" >&2; exit 2; }
+	@for pair in $(IMAGES); do \
+	  name=$${pair%%:*}; file=$${pair##*:}; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f infra/docker/$$file.Dockerfile \
+	    --build-arg GIT_SHA=$$(git rev-parse HEAD) -t $(REGISTRY)/$$name:$(IMAGE_TAG) . || exit 1; \
+	done
+
+push-images: images
+	@for pair in $(IMAGES); do $(DOCKER) push $(REGISTRY)/$${pair%%:*}:$(IMAGE_TAG) || exit 1; done
+
+# Print what deploy would apply.
+render:
+	@test -n "$(REGISTRY)" || { echo "set REGISTRY (the one make images pushed to)" >&2; exit 2; }
+	@dir=$$(infra/render.sh $(OVERLAY) $(REGISTRY) $(IMAGE_TAG)) && kubectl kustomize "$$dir"
+
+deploy:
+	@test -n "$(REGISTRY)" || { echo "set REGISTRY (the one make images pushed to)" >&2; exit 2; }
+	dir=$$(infra/render.sh $(OVERLAY) $(REGISTRY) $(IMAGE_TAG)) && kubectl apply -k "$$dir"
+
+# Deletes the namespaces ray and mlflow with their Secrets and MLflow's database: see docs/deploy.md.
+undeploy:
+	kubectl delete -k infra/overlays/$(OVERLAY) --ignore-not-found
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ftpipe.config import Config
+
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 needs_sst2 = pytest.mark.skipif(
@@ -77,3 +79,43 @@ def separable_rows(n_per_class: int, seed: int = 0) -> list[list[str]]:
             text = " ".join(rng.choice(words, size=4)) + f" {'a ' * (i % 5)}the"
             rows.append([f"{text} {i}", label])
     return rows
+
+
+def train_config(
+    tmp_path: Path, model_dir: Path, *overrides: str, rows_per_class: int = 40
+) -> Config:
+    """A prepared, learnable tiny run: separable rows on a tiny model, all paths under tmp_path.
+
+    Prep runs here, so the returned config is ready for the training core.
+    """
+    from ftpipe.config import apply_overrides
+    from ftpipe.config.load import validate_config
+    from ftpipe.data import run_prep
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    train = write_csv(tmp_path / "train.csv", separable_rows(rows_per_class))
+    raw = {
+        "seed": 7,
+        "data": {
+            "train": str(train),
+            "output_dir": str(tmp_path / "prep"),
+            "max_length": 16,
+            "eval_fraction": 0.25,
+            "duplicates": "keep",
+        },
+        "model": {"name": str(model_dir)},
+        "strategy": {"name": "full"},
+        "train": {
+            "batch_size": 8,
+            "num_workers": 1,
+            "epochs": 6,
+            "lr": 3e-3,
+            "head_lr": 3e-2,
+            "output_dir": str(tmp_path / "train"),
+            "cache_dir": str(tmp_path / "cache"),
+            "log_every_steps": 5,
+        },
+    }
+    config = validate_config(apply_overrides(raw, overrides))
+    run_prep(config)
+    return config

@@ -11,6 +11,7 @@ from ftpipe.data.features import cached_features, extract_features, pool
 from ftpipe.data.prepared import load_prepared
 from tests.helpers import separable_rows, write_csv
 
+
 @pytest.fixture
 def prepared(tmp_path, make_config, tiny_model_dir):
     train = write_csv(tmp_path / "train.csv", separable_rows(40))

@@ -88,11 +88,12 @@ class LocalCheckpoints:
     """Checkpoints in a local directory, for runs without Ray (Ray Train does this itself).
 
     Each report's staging directory is merged into `root/step-NNNNNNNN`. The `keep` best by
-    the metric are kept, and the latest always, so a resume never loses its starting point.
+    the reported `score` are kept, and the latest always, so a resume never loses its starting
+    point.
     """
 
-    def __init__(self, root: Path, keep: int, metric: str, mode: str) -> None:
-        self.root, self.keep, self.metric, self.mode = root, keep, metric, mode
+    def __init__(self, root: Path, keep: int, higher_is_better: bool) -> None:
+        self.root, self.keep, self.higher = root, keep, higher_is_better
         self.scores: dict[Path, float] = {}
 
     def add(self, staging: Path, metrics: dict[str, Any]) -> Path:
@@ -100,7 +101,7 @@ class LocalCheckpoints:
         target = self.root / f"step-{metrics['step']:08d}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staging, target, dirs_exist_ok=True)
-        self.scores[target] = metrics[self.metric]
+        self.scores[target] = metrics["score"]
         self._prune(latest=target)
         return target
 
@@ -108,11 +109,11 @@ class LocalCheckpoints:
         """The kept checkpoint with the best metric."""
         if not self.scores:
             return None
-        pick = max if self.mode == "max" else min
+        pick = max if self.higher else min
         return pick(self.scores, key=self.scores.__getitem__)
 
     def _prune(self, latest: Path) -> None:
-        ranked = sorted(self.scores, key=self.scores.__getitem__, reverse=self.mode == "max")
+        ranked = sorted(self.scores, key=self.scores.__getitem__, reverse=self.higher)
         for path in ranked[self.keep :]:
             if path != latest:
                 shutil.rmtree(path, ignore_errors=True)

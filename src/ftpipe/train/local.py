@@ -26,11 +26,10 @@ def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
     ctx = ctx or RankContext.from_env()
     data = load_prepared(config.data.output_dir)
     output_dir = Path(config.train.output_dir)
-    metric, higher = resolve_metric(config.train.metric, data.labels is not None)
+    _, higher = resolve_metric(config.train.metric, data.labels is not None)
     # One run directory per launch, so a later run never prunes an earlier run's checkpoints.
     root = output_dir / "checkpoints" / time.strftime("run-%Y%m%d-%H%M%S")
-    checkpoints = LocalCheckpoints(root, config.train.keep_checkpoints, metric,
-                                   "max" if higher else "min")  # fmt: skip
+    checkpoints = LocalCheckpoints(root, config.train.keep_checkpoints, higher)
     best_metrics: dict = {}
 
     def report(metrics: dict, staging: Path | None) -> None:

@@ -207,7 +207,7 @@ def train(
 
         # --- Evaluate, decide, checkpoint (every rank: the saves are collective) ----------
         metrics = evaluate(engine, eval_source, ctx, plan.micro, data)
-        metrics |= {"step": done, "epoch": done / steps_per_epoch}
+        metrics |= {"step": done, "epoch": done / steps_per_epoch, "start_step": start_step}
         value = metrics[metric]
         improved = state.best is None or (
             value > state.best if higher_is_better else value < state.best
@@ -216,6 +216,11 @@ def train(
             state.best, state.best_step, state.bad_evals = value, done, 0
         else:
             state.bad_evals += 1
+        # Checkpoints are ranked by `score`: the metric, except that one which only ties the
+        # best ranks below it, so the top-ranked checkpoint is always the exported best.
+        tie_break = 1e-9 if higher_is_better else -1e-9
+        pick = min if higher_is_better else max
+        metrics["score"] = value if improved else pick(value, state.best) - tie_break
         state.step = done
         state.history.append(metrics)
         stop = config.train.patience is not None and state.bad_evals >= config.train.patience
@@ -226,8 +231,7 @@ def train(
             save_checkpoint(engine, Path(staging), state, ctx.rank)
             if improved:  # the best model so far, exported: the checkpoint to keep for good
                 export(engine, prepared, config, data, metrics, Path(staging) / "model", ctx)
-            reported = {**metrics, "best": state.best, "best_step": state.best_step,
-                        "start_step": start_step}  # fmt: skip
+            reported = {**metrics, "best": state.best, "best_step": state.best_step}
             report(reported, Path(staging))
         if stop:
             if ctx.rank == 0:
@@ -249,18 +253,23 @@ def train(
 
 
 def init_distributed(ctx: RankContext) -> None:
-    """Join the process group (Ray Train and torchrun start one; a lone process gets one)."""
+    """Join the process group: Ray Train and torchrun start one; a lone process gets its own."""
     import deepspeed
 
-    if not torch.distributed.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", str(ctx.rank))
-        os.environ.setdefault("LOCAL_RANK", str(ctx.local_rank))
-        os.environ.setdefault("WORLD_SIZE", str(ctx.world_size))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(ctx.local_rank)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if not torch.distributed.is_initialized() and "MASTER_ADDR" not in os.environ:
+        # A free port of its own, passed directly: environment variables would leak into
+        # child processes, which would then try to listen on the same port.
+        torch.distributed.init_process_group(
+            backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        )
+    # DeepSpeed reads these even when the group exists (Ray Train does not set them).
+    for name, value in (("RANK", ctx.rank), ("LOCAL_RANK", ctx.local_rank),
+                        ("WORLD_SIZE", ctx.world_size)):  # fmt: skip
+        os.environ.setdefault(name, str(value))
+    deepspeed.init_distributed(dist_backend=backend)
 
 
 @torch.no_grad()

@@ -58,7 +58,7 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     prep_dir = Path(config.data.output_dir).absolute()
     classification = (prep_dir / "label_map.json").exists()
-    metric, higher = resolve_metric(config.train.metric, classification)
+    _, higher = resolve_metric(config.train.metric, classification)
     output_dir = Path(config.train.output_dir).absolute()
     name = run_name or f"train-{config_hash(config)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = TorchTrainer(
@@ -80,15 +80,14 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.train.keep_checkpoints,
-                checkpoint_score_attribute=metric,
+                checkpoint_score_attribute="score",
                 checkpoint_score_order="max" if higher else "min",
             ),
         ),
     )
     result = trainer.fit()
     best_checkpoint, best_metrics = max(
-        result.best_checkpoints,
-        key=lambda pair: pair[1][metric] if higher else -pair[1][metric],
+        result.best_checkpoints, key=lambda pair: pair[1]["score"] * (1 if higher else -1)
     )
     with best_checkpoint.as_directory() as directory:
         return finish(output_dir, Path(directory), best_metrics, result.metrics)

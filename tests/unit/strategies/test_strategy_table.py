@@ -106,7 +106,9 @@ def expected_trainable(strategy: str, model: nn.Module, task: str) -> int:
         return unique_total
     if strategy == "freeze":  # embeddings and block 0 frozen (tied output layers go with them)
         return unique_total - embeddings - blocks[0]
-    if strategy in ("feature-extraction", "gradual-unfreezing"):
+    if strategy == "feature-extraction":  # a new linear layer on pooled features
+        return hidden * model.config.num_labels + model.config.num_labels
+    if strategy == "gradual-unfreezing":
         return head
     if task == "causal-lm":  # PEFT methods keep the pretrained output layer frozen
         head = 0

@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# ftpipe component image, CUDA build: the Ray GPU workers.
+# Build from the repository root (`make images` does this and tags it with the commit):
+#   docker build -f infra/docker/cuda.Dockerfile --build-arg GIT_SHA="$(git rev-parse HEAD)" .
+#
+# Base: rayproject/ray at the ray version of constraints.txt and Python 3.11. It runs as the
+# non-root user `ray` and already holds what the Ray head needs beyond ftpipe's dependencies
+# (dashboard and Jobs API: ray[default]). For production, pin its digest:
+#   --build-arg RAY_IMAGE=rayproject/ray:2.60.0-py311-cu128@sha256:<digest>
+ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-cu128
+FROM ${RAY_IMAGE}
+
+ARG GIT_SHA
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+LABEL org.opencontainers.image.title="ftpipe" \
+      org.opencontainers.image.description="ftpipe component image (CUDA 12.8)" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+
+# The base image's `ray` user (uid 1000, gid 100): nothing below runs as root.
+USER 1000:100
+# Created by that user (WORKDIR alone may create it root-owned): runs write outputs/ here.
+RUN mkdir -p /home/ray/app
+WORKDIR /home/ray/app
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# torch first and on its own, from the CUDA 12.8 index (as the base image),
+# so nothing later swaps the build.
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+
+# Then ftpipe, every dependency pinned by constraints.txt.
+COPY --chown=1000:100 constraints.txt pyproject.toml README.md ./
+COPY --chown=1000:100 src ./src
+RUN pip install --constraint constraints.txt .
+# Fail the build when the base image's ray is not the one constraints.txt pins.
+RUN ray_version="$(python -c 'import ray; print(ray.__version__)')" \
+    && { grep -qx "ray==${ray_version}" constraints.txt \
+         || { echo "ray ${ray_version} in the base image is not the ray of constraints.txt" >&2; exit 1; }; }
+
+# Shipped recipes and the demo data: Ray job entrypoints run from here
+# (infra/jobs/rayjob.yaml).
+COPY --chown=1000:100 configs ./configs
+COPY --chown=1000:100 examples ./examples

@@ -1,0 +1,99 @@
+"""Ray Train + DeepSpeed on a real local Ray cluster with 2 CPU workers and a tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ftpipe.train.ray_train import train_ray
+from tests.helpers import train_config
+from tests.unit.train.test_core import export_metrics
+
+pytestmark = pytest.mark.integration
+
+TWO_WORKERS = ("train.num_workers=2", "train.batch_size=8")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+def test_two_workers_learn_and_export_what_they_measured(tmp_path, tiny_model_dir, zero_stage):
+    config = train_config(tmp_path, tiny_model_dir, *TWO_WORKERS,
+                          f"train.zero_stage={zero_stage}")  # fmt: skip
+    outcome = train_ray(config)
+
+    first_eval = outcome.final_metrics  # the last report; the best one is outcome.metrics
+    assert first_eval["step"] == 42  # 60 train rows / 8 per step = 7 steps x 6 epochs
+    assert outcome.metrics["accuracy"] > 0.9
+    exported = export_metrics(outcome.model_dir, config)
+    assert exported["accuracy"] == pytest.approx(outcome.metrics["accuracy"], abs=1e-9)
+    assert exported["loss"] == pytest.approx(outcome.metrics["loss"], rel=1e-4)
+    # Under ZeRO every rank wrote its own optimizer shard into the (merged) checkpoint.
+    checkpoint = Path(outcome.best_checkpoint)
+    shards = list(checkpoint.rglob("*optim_states.pt"))
+    assert len(shards) == (2 if zero_stage else 0), shards
+    assert list(checkpoint.glob("rng-rank*.safetensors")) and (checkpoint / "model").is_dir()
+
+
+def train_worker_pids() -> list[int]:
+    """Processes Ray titled as Ray Train workers (`ray::RayTrainWorker...`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return sorted(pids)
+
+
+def kill_a_worker_mid_run(run_dir: Path, killed: list[int]) -> None:
+    """SIGKILL one Ray Train worker process once a checkpoint is surely registered.
+
+    A checkpoint directory appears while it is being uploaded, and the controller registers it
+    on its next poll of the workers; by the time four have appeared, the first ones are
+    registered (the run writes ten).
+    """
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(run_dir.glob("checkpoint_*"))) < 4:
+        time.sleep(0.05)
+    workers = train_worker_pids()
+    if workers:
+        os.kill(workers[-1], signal.SIGKILL)
+        killed.append(workers[-1])
+
+
+def test_a_killed_worker_resumes_at_the_last_checkpoint_and_matches(tmp_path, tiny_model_dir):
+    settings = (*TWO_WORKERS, "train.eval_every_steps=10", "train.max_failures=2")
+    whole = train_ray(train_config(tmp_path / "whole", tiny_model_dir, *settings))
+
+    config = train_config(tmp_path / "killed", tiny_model_dir, *settings)
+    killed: list[int] = []
+    run_dir = Path(config.train.output_dir).absolute() / "ray" / "faulty"
+    killer = threading.Thread(target=kill_a_worker_mid_run, args=(run_dir, killed))
+    killer.start()
+    outcome = train_ray(config, run_name="faulty")
+    killer.join()
+
+    assert killed, "no worker was killed"
+    final = outcome.final_metrics
+    assert final["step"] == whole.final_metrics["step"] == 42
+    # The restarted workers began at a checkpoint's step (every 10 steps and at each 7-step
+    # epoch end), not at step 0.
+    assert final["start_step"] > 0
+    assert final["start_step"] % 10 == 0 or final["start_step"] % 7 == 0
+    # Same seed, same data order, restored optimizer and RNG: the same model (tolerance 1e-6).
+    for key in ("loss", "accuracy", "macro_f1"):
+        assert final[key] == pytest.approx(whole.final_metrics[key], abs=1e-6)

@@ -1,0 +1,148 @@
+"""The training core in one process (no Ray): learning, export, resume, determinism, cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ftpipe.data.prepared import batches, load_prepared
+from ftpipe.train.export import load_export, predict_logits
+from ftpipe.train.local import train_local
+from ftpipe.train.metrics import classification_metrics
+from tests.helpers import REPO, train_config
+
+
+def export_metrics(model_dir: str, config) -> dict[str, float]:
+    """Metrics of the exported model on the eval split, computed outside the training code."""
+    data = load_prepared(config.data.output_dir)
+    model, _, _ = load_export(model_dir)
+    split = data.splits["eval"]
+    logits = [predict_logits(model, batch) for _, batch in batches(split, 7, 0)]
+    return classification_metrics(torch.cat(logits).numpy(), split.labels, data.labels.names)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "overrides", "kind"),
+    [
+        ("full", (), "transformers"),
+        ("full", ("train.zero_stage=3",), "transformers"),
+        ("feature-extraction", (), "pooled-classifier"),
+        ("lora", ("strategy.merge_adapter=true",), "transformers"),
+        ("lora", ("strategy.merge_adapter=false",), "peft"),
+    ],
+    ids=["full", "full-zero3", "feature-extraction", "lora-merged", "lora-adapter"],
+)
+def test_loss_decreases_and_the_export_predicts_like_the_trained_model(
+    tmp_path, tiny_model_dir, strategy, overrides, kind
+):
+    config = train_config(tmp_path, tiny_model_dir, f"strategy.name={strategy}", *overrides)
+    outcome = train_local(config)
+
+    latest = max(Path(outcome.best_checkpoint).parent.glob("step-*"))
+    history = json.loads((latest / "trainer_state.json").read_text())["history"]
+    losses = [entry["loss"] for entry in history]
+    assert losses[-1] < losses[0] * 0.8, losses
+    manifest = json.loads((Path(outcome.model_dir) / "ftpipe.json").read_text())
+    assert manifest["kind"] == kind
+    assert not list(Path(outcome.model_dir).rglob("*.bin")), "weights must be safetensors only"
+    # The export scores exactly what the training loop measured for the best checkpoint.
+    exported = export_metrics(outcome.model_dir, config)
+    assert exported["accuracy"] == pytest.approx(outcome.metrics["accuracy"], abs=1e-9)
+    assert exported["loss"] == pytest.approx(outcome.metrics["loss"], rel=1e-4)
+    if kind == "transformers" and strategy == "lora":
+        assert (Path(outcome.model_dir) / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_plain_transformers_loads_the_export(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    outcome = train_local(train_config(tmp_path, tiny_model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(outcome.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(outcome.model_dir)
+    inputs = tokenizer(["good hello help please", "bad late crash twice"], return_tensors="pt")
+    assert model(**inputs).logits.argmax(-1).tolist() == [
+        model.config.label2id["good"],
+        model.config.label2id["bad"],
+    ]
+    for name in ("label_map.json", "config.yaml", "metrics.json", "README.md"):
+        assert (Path(outcome.model_dir) / name).exists()
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, tiny_model_dir):
+    first = train_local(train_config(tmp_path / "a", tiny_model_dir, "train.epochs=2"))
+    second = train_local(train_config(tmp_path / "b", tiny_model_dir, "train.epochs=2"))
+    assert first.final_metrics == second.final_metrics
+
+
+def test_resume_continues_at_the_checkpoint_step_and_matches_an_uninterrupted_run(
+    tmp_path, tiny_model_dir
+):
+    settings = ("train.eval_every_steps=5", "train.keep_checkpoints=100")
+    whole = train_local(train_config(tmp_path / "whole", tiny_model_dir, *settings))
+    checkpoint = Path(whole.best_checkpoint).parent / "step-00000010"
+    assert checkpoint.is_dir()
+
+    resume = f"train.resume_from={checkpoint}"
+    resumed = train_local(train_config(tmp_path / "resumed", tiny_model_dir, *settings, resume))
+    assert resumed.final_metrics["start_step"] == 10
+    assert resumed.final_metrics["step"] == whole.final_metrics["step"]
+    for key in ("loss", "accuracy", "macro_f1"):
+        assert resumed.final_metrics[key] == pytest.approx(whole.final_metrics[key], abs=1e-6)
+
+
+def test_feature_cache_and_live_backbone_train_the_same_head(tmp_path, tiny_model_dir):
+    runs = {}
+    for cache in (True, False):
+        settings = ("strategy.name=feature-extraction", f"train.feature_cache={cache}")
+        runs[cache] = train_local(train_config(tmp_path / str(cache), tiny_model_dir, *settings))
+    assert list((tmp_path / "True" / "cache").iterdir()), "the cache was not written"
+    assert not (tmp_path / "False" / "cache").exists()
+    cached, live = runs[True].final_metrics, runs[False].final_metrics
+    assert cached["accuracy"] == pytest.approx(live["accuracy"], abs=0.05)
+    assert cached["loss"] == pytest.approx(live["loss"], rel=1e-3)
+
+
+def test_feature_extraction_leaves_the_backbone_bit_identical(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    config = train_config(tmp_path, tiny_model_dir, "strategy.name=feature-extraction")
+    outcome = train_local(config)
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(Path(outcome.model_dir) / "model.safetensors"))
+    for name, tensor in after.items():
+        assert torch.equal(tensor, before[f"bert.{name}"]), name
+
+
+def test_the_core_runs_with_ray_unimportable(tmp_path, tiny_model_dir):
+    config = train_config(tmp_path, tiny_model_dir, "train.epochs=1")
+    script = (
+        "import sys; sys.modules['ray'] = None\n"  # any `import ray` now raises ImportError
+        "from ftpipe.config.load import validate_config\n"
+        "from ftpipe.train.local import train_local\n"
+        f"config = validate_config({config.model_dump(mode='json')!r})\n"
+        "outcome = train_local(config)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'ray' and sys.modules[m]]\n"
+        "print('step', outcome.final_metrics['step'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step 7" in done.stdout
+
+
+def test_rank_shards_are_disjoint_equal_and_reshuffled_each_epoch():
+    from ftpipe.train.batching import eval_shard, rank_order
+
+    shards = [rank_order(101, seed=1, epoch=0, rank=r, world_size=2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 50
+    assert not set(shards[0]) & set(shards[1])
+    assert not np.array_equal(shards[0], rank_order(101, 1, 1, 0, 2))
+    rows, real = eval_shard(5, rank=1, world_size=2)
+    assert rows.tolist()[:real] == [1, 3] and len(rows) == 3
