@@ -84,6 +84,11 @@ class DataConfig(Section):
     """Held-out data in the same forms as `train`. Null splits it from train (stratified,
     seeded by `seed`)."""
 
+    task: Literal["classification", "causal-lm"] = "classification"
+    """`classification`: text (or text pairs) with a label. `causal-lm`: language-model
+    fine-tuning on text, or on prompt + completion (`completion_column`) with the loss on the
+    completion only; no labels."""
+
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     """File format; `auto` picks it from the file extension."""
 
@@ -98,7 +103,11 @@ class DataConfig(Section):
     """Optional column holding a second text, for sentence-pair tasks."""
 
     label_column: Column = "label"
-    """Column holding the label: a string or an integer per row."""
+    """Column holding the label: a string or an integer per row (classification)."""
+
+    completion_column: Column | None = None
+    """For `task: causal-lm`: a column holding each row's completion; `text_column` is then the
+    prompt, and the loss covers the completion only."""
 
     labels: LabelNames | None = None
     """Declared label set, in id order (strings or integers). Rows with other labels are
@@ -113,6 +122,10 @@ class DataConfig(Section):
 
     eval_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     """Share of each class held out for evaluation when `eval` is null."""
+
+    max_train_rows: int | None = Field(default=None, ge=2)
+    """Keep about this many training rows, a stratified seeded sample taken after the eval
+    split (quick runs and CPU benchmarks); null keeps them all."""
 
     on_error: Literal["fail", "drop"] = "fail"
     """What to do with invalid rows (empty text, missing or unknown label, bad UTF-8, oversize,
@@ -135,10 +148,22 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _columns_match_header(self) -> DataConfig:
+        lm = self.task == "causal-lm"
+        if lm and self.text_pair_column is not None:
+            raise ValueError(
+                "data.text_pair_column is for classification; with data.task=causal-lm use "
+                "data.completion_column for prompt + completion rows"
+            )
+        if not lm and self.completion_column is not None:
+            raise ValueError(
+                "data.completion_column needs data.task=causal-lm; for sentence pairs use "
+                "data.text_pair_column"
+            )
         columns = {
             "text_column": self.text_column,
             "text_pair_column": self.text_pair_column,
-            "label_column": self.label_column,
+            "label_column": None if lm else self.label_column,
+            "completion_column": self.completion_column,
         }
         for key, value in columns.items():
             if value is None:

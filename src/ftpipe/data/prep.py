@@ -80,13 +80,17 @@ def run_prep(config: Config) -> PrepResult:
     }
     identity = prep_identity(config, digests, tokenizer_digest(tokenizer))
     data_fingerprint = fingerprint(identity)
+    classification = data.task == "classification"
     stats = {
         "fingerprint": data_fingerprint,
+        "task": data.task,
         "model": config.model.name,
         "max_length": data.max_length,
-        "labels": list(labels.names),
+        "labels": list(labels.names) if classification else [],
         "splits": {
-            name: split_stats(splits[name], tokenized[name], labels, data.max_length)
+            name: split_stats(
+                splits[name], tokenized[name], labels if classification else None, data.max_length
+            )
             for name in SPLITS
         },
     }
@@ -95,8 +99,12 @@ def run_prep(config: Config) -> PrepResult:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for name in SPLITS:
-            _write_split(staging / name, splits[name], labels, tokenized[name], data.shard_rows)
-        labels.save(staging / "label_map.json")
+            _write_split(
+                staging / name, splits[name], labels, tokenized[name], data.shard_rows,
+                language_model=not classification,
+            )  # fmt: skip
+        if classification:  # a language model has no label map
+            labels.save(staging / "label_map.json")
         _write_json(staging / "stats.json", stats)
         _write_json(staging / "fingerprint.json", {"fingerprint": data_fingerprint, **identity})
         _swap_in(staging, output_dir)
@@ -110,8 +118,10 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
     data = config.data
     train_table = _read(data.train, config)
     digests = {"train": train_table.digest}
+    classification = data.task == "classification"
     train = validate_table(train_table, data, data.labels, "data.labels")
-    check_trainable(train)
+    if classification:
+        check_trainable(train)
     if data.eval is not None:
         eval_table = _read(data.eval, config)
         digests["eval"] = eval_table.digest
@@ -128,7 +138,8 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
             known, known_from = sorted(set(train.labels)), f"the labels in {data.train}"
         held_out = validate_table(eval_table, data, known, known_from)
         train = drop_leakage(train, held_out, data.on_error)
-        check_trainable(train)
+        if classification:
+            check_trainable(train)
         empty_fix = f"Add rows to {data.eval}"
     else:
         held_out = None
@@ -143,6 +154,13 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
         train, held_out = train.take(train_idx, train.dropped), train.take(eval_idx, Counter())
     if not len(held_out):
         raise DataError(f"The eval set is empty after validation. {empty_fix}.")
+    if data.max_train_rows is not None and data.max_train_rows < len(train):
+        # The same stratified, seeded split, used to keep a share of each class.
+        kept, _ = stratified_split(
+            labels.encode(train.labels), 1 - data.max_train_rows / len(train), config.seed + 1
+        )
+        log.info("data.max_train_rows: keeping %d of %d training rows", len(kept), len(train))
+        train = train.take(kept, train.dropped)
     _check_classes_trained(train, held_out, labels)
     for split in (train, held_out):
         if split.dropped:
@@ -202,14 +220,24 @@ def _read(source: str, config: Config) -> Table:
 
 
 def _write_split(
-    directory: Path, examples: Examples, labels: LabelMap, tokens: Tokenized, shard_rows: int
+    directory: Path,
+    examples: Examples,
+    labels: LabelMap,
+    tokens: Tokenized,
+    shard_rows: int,
+    language_model: bool,
 ) -> None:
     columns: dict[str, pa.Array] = {"text": pa.array(examples.texts, pa.string())}
     if examples.pairs is not None:
         columns["text_pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(labels.encode(examples.labels), pa.int32())
     columns["input_ids"] = pa.array(tokens.input_ids, pa.list_(pa.int32()))
-    if tokens.token_type_ids is not None:
+    if tokens.token_type_ids is not None and language_model:
+        # Language modelling: a completion's tokens are the second sequence (type id 1), so
+        # the prompt is each row's leading type-0 run; decoders take no token types.
+        prompt = [types.index(1) if 1 in types else len(types) for types in tokens.token_type_ids]
+        columns["prompt_length"] = pa.array(prompt, pa.int32())
+    elif tokens.token_type_ids is not None:
         columns["token_type_ids"] = pa.array(tokens.token_type_ids, pa.list_(pa.int8()))
     columns["location"] = pa.array(examples.locations, pa.string())
     table = pa.table(columns)

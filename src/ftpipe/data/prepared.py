@@ -44,10 +44,10 @@ class Split:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Everything prep wrote that later stages need."""
+    """Everything prep wrote that later stages need (`labels` is None for causal LM)."""
 
     splits: dict[str, Split]
-    labels: LabelMap
+    labels: LabelMap | None
     fingerprint: str
     stats: dict
 
@@ -74,10 +74,16 @@ def load_prepared(directory: str | Path) -> PreparedData:
                 table.column("token_type_ids").to_pylist() if "token_type_ids" in columns else None
             ),
             labels=table.column("label").to_numpy().astype(np.int64),
+            prompt_lengths=(
+                table.column("prompt_length").to_numpy().astype(np.int64)
+                if "prompt_length" in columns
+                else None
+            ),
         )
+    label_map = directory / "label_map.json"
     return PreparedData(
         splits=splits,
-        labels=LabelMap.load(directory / "label_map.json"),
+        labels=LabelMap.load(label_map) if label_map.exists() else None,
         fingerprint=json.loads((directory / "fingerprint.json").read_text())["fingerprint"],
         stats=json.loads((directory / "stats.json").read_text()),
     )

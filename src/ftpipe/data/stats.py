@@ -15,7 +15,7 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 def split_stats(
-    examples: Examples, tokenized: Tokenized, labels: LabelMap, max_length: int
+    examples: Examples, tokenized: Tokenized, labels: LabelMap | None, max_length: int
 ) -> dict[str, Any]:
     """Rows per label, token-length percentiles, truncation and domain-shift signals.
 
@@ -30,7 +30,7 @@ def split_stats(
         token_length |= {"mean": _round(lengths.mean()), "max": int(lengths.max())}
     return {
         "rows": len(examples),
-        "rows_per_label": {name: counts.get(name, 0) for name in labels.names},
+        "rows_per_label": {name: counts.get(name, 0) for name in labels.names} if labels else {},
         "dropped": dict(sorted(examples.dropped.items())),
         "token_length": token_length,
         "truncated_share": _round(float(np.mean(lengths > max_length)) if len(lengths) else 0.0),

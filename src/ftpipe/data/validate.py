@@ -92,16 +92,21 @@ def validate_table(
         DataError: On a missing column, or on invalid rows under `on_error=fail`.
     """
     text = _column(table, config.text_column, "data.text_column")
-    pair = None
+    pair = label = None
     if config.text_pair_column is not None:
         pair = _column(table, config.text_pair_column, "data.text_pair_column")
-    label = _column(table, config.label_column, "data.label_column")
+    if config.completion_column is not None:  # a completion is the second text of the row
+        pair = _column(table, config.completion_column, "data.completion_column")
+    if config.task == "classification":
+        label = _column(table, config.label_column, "data.label_column")
     used = [c for c in (text, pair, label) if c is not None]
+    # Language-model rows have no label; "" keeps every label-keyed check a no-op.
+    names = [_label_name(v) for v in table.columns[label]] if label else [""] * len(table)
     examples = Examples(
         source=table.source,
         texts=[_text(v) for v in table.columns[text]],
         pairs=None if pair is None else [_text(v) for v in table.columns[pair]],
-        labels=[_label_name(v) for v in table.columns[label]],
+        labels=names,
         locations=table.locations,
     )
     row_problems = _row_problems(table, used, examples, config, known_labels, known_from)

@@ -113,6 +113,12 @@ def run_recommend(config: Config) -> Recommendation:
     Raises:
         FtpipeError: If prep has not run for this config, or the model cannot be loaded.
     """
+    if config.data.task != "classification":
+        raise FtpipeError(
+            f"ftpipe recommend measures labelled classification data, and data.task is "
+            f"{config.data.task}. Set strategy.name (full, freeze, lora, ...) for language-model "
+            "fine-tuning."
+        )
     prepared = load_prepared(config.data.output_dir)
     if prepared.stats["model"] != config.model.name:
         raise FtpipeError(

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ftpipe.data.prepared import PreparedData
 from ftpipe.errors import DataError
 from ftpipe.strategies import prepare
 from ftpipe.strategies.feature_extraction import PooledClassifier
+from ftpipe.strategies.layers import true_numel
 from ftpipe.strategies.param_groups import param_groups
 from ftpipe.strategies.schedules import build_scheduler
 from ftpipe.train.batching import BatchSource, eval_shard, rank_order
@@ -78,6 +79,7 @@ class TrainResult:
         train_seconds: Time spent in training steps (no evaluation or checkpoints).
         samples_per_second: Training rows per second over all ranks.
         tokens_per_second: Non-padding training tokens per second over all ranks.
+        trainable_parameters: Parameters the optimizer updates.
     """
 
     metrics: dict[str, Any]
@@ -86,7 +88,7 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     tokens_per_second: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    trainable_parameters: int
 
 
 def train(
@@ -135,7 +137,9 @@ def train(
     if isinstance(prepared.model, PooledClassifier) and config.train.feature_cache:
         train_source, eval_source = _cached_sources(config, data, prepared.model, ctx, pad_id)
 
-    optimizer = torch.optim.AdamW(param_groups(prepared, config.train))
+    groups = param_groups(prepared, config.train)
+    trainable = sum(true_numel(p) for g in groups for p in g["params"] if p.requires_grad)
+    optimizer = torch.optim.AdamW(groups)
     scheduler = build_scheduler(optimizer, config.train, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=prepared.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
@@ -207,7 +211,12 @@ def train(
 
         # --- Evaluate, decide, checkpoint (every rank: the saves are collective) ----------
         metrics = evaluate(engine, eval_source, ctx, plan.micro, data)
-        metrics |= {"step": done, "epoch": done / steps_per_epoch, "start_step": start_step}
+        metrics |= {
+            "step": done,
+            "epoch": done / steps_per_epoch,
+            "start_step": start_step,
+            "train_samples_per_second": rows_seen / max(train_seconds, 1e-9),
+        }
         value = metrics[metric]
         improved = state.best is None or (
             value > state.best if higher_is_better else value < state.best
@@ -249,6 +258,7 @@ def train(
         train_seconds=train_seconds,
         samples_per_second=rows_seen / max(train_seconds, 1e-9),
         tokens_per_second=tokens_seen / max(train_seconds, 1e-9),
+        trainable_parameters=trainable,
     )
 
 

@@ -34,6 +34,10 @@ def ensure_ray(address: str | None) -> None:
         address=address,
         include_dashboard=False,
         logging_level=logging.WARNING,
+        # Ray's own loggers in every process at ERROR: without the dashboard, its placement
+        # group cleaner warns every few seconds that the state API is unavailable. Failures
+        # still surface (as errors and as the exception trainer.fit() raises).
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
         log_to_driver=True,
         # Workers read data and models from this machine's paths; ship no code.
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}},
