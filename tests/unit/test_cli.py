@@ -30,6 +30,8 @@ def test_config_schema_is_json_schema():
         "train",
         "tune",
         "registry",
+        "evaluate",
+        "promote",
         "pipeline",
     }
 

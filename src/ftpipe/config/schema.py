@@ -127,6 +127,10 @@ class DataConfig(Section):
     """Keep about this many training rows, a stratified seeded sample taken after the eval
     split (quick runs and CPU benchmarks); null keeps them all."""
 
+    max_eval_rows: int | None = Field(default=None, ge=2)
+    """Keep about this many eval rows, stratified and seeded (cheaper evaluation in sweeps and
+    benchmarks); null keeps them all."""
+
     on_error: Literal["fail", "drop"] = "fail"
     """What to do with invalid rows (empty text, missing or unknown label, bad UTF-8, oversize,
     conflicting labels, train/eval leakage): `fail` stops and names the rows; `drop` removes
@@ -153,6 +157,11 @@ class DataConfig(Section):
             raise ValueError(
                 "data.text_pair_column is for classification; with data.task=causal-lm use "
                 "data.completion_column for prompt + completion rows"
+            )
+        if lm and self.labels is not None:
+            raise ValueError(
+                "data.labels declares classes, but data.task=causal-lm has no labels; remove "
+                "data.labels or set data.task=classification"
             )
         if not lm and self.completion_column is not None:
             raise ValueError(
@@ -345,6 +354,10 @@ class TrainConfig(Section):
     log_every_steps: int = Field(default=20, ge=1)
     """Log progress (loss, samples/s, ETA) every N optimizer steps."""
 
+    train_on_eval: bool = False
+    """Also train on the eval split (a sweep's final retrain on train + eval): evaluation then
+    measures fit, not generalisation."""
+
     resume_from: str | None = None
     """A checkpoint directory to resume from; training continues at its step."""
 
@@ -395,16 +408,42 @@ class RecommendConfig(Section):
 
 
 class TuneConfig(Section):
-    """The Ray Tune sweep."""
+    """The Ray Tune sweep (`ftpipe tune`): one Ray Train run per trial."""
 
     num_trials: int = Field(default=8, ge=1)
-    """Trials to run."""
+    """Trials to sample (with `search: grid`, repeats of the whole grid)."""
 
     max_concurrent_trials: int = Field(default=2, ge=1)
-    """Trials that run at once."""
+    """Trials that run at once; each takes train.num_workers x train.cpus_per_worker CPUs."""
 
     search_space: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
-    """Dotted config path to a sampler, for example `train.lr: loguniform(1e-5, 5e-4)`."""
+    """Dotted config path to a sampler, for example `train.lr: loguniform(1e-5, 5e-4)` or
+    `strategy.freeze_layers: choice([0, 2, 4])`; empty takes the space `ftpipe recommend`
+    suggested."""
+
+    search: Literal["random", "grid", "optuna"] = "random"
+    """Search algorithm: seeded random sampling, the full grid of `choice` values, or Optuna's
+    TPE."""
+
+    scheduler: Literal["asha", "none"] = "asha"
+    """`asha` stops trials whose metric trails the others at each rung; `none` runs every trial
+    to the end."""
+
+    grace_period: int = Field(default=1, ge=1)
+    """ASHA: evaluations every trial gets before it may be stopped."""
+
+    reduction_factor: int = Field(default=3, ge=2)
+    """ASHA: 1 in this many trials continues past each rung."""
+
+    time_budget_s: float | None = Field(default=None, gt=0)
+    """Stop starting and running trials after this many seconds; null has no time limit."""
+
+    final: Literal["reuse", "retrain", "none"] = "reuse"
+    """After the sweep: `reuse` exports the best trial's best checkpoint, `retrain` trains the
+    best config again on train + eval, `none` only reports."""
+
+    output_dir: str = "outputs/tune"
+    """Where the sweep writes results.csv, best.yaml, the plots, and the final model."""
 
 
 class RegistryConfig(Section):
@@ -416,12 +455,77 @@ class RegistryConfig(Section):
     model_name: str = "ftpipe-classifier"
     """Registered model name."""
 
+    experiment_name: str = "ftpipe"
+    """MLflow experiment that training, sweep and evaluation runs are logged to."""
+
+    log_system_metrics: bool = True
+    """Sample CPU, memory, disk and (with pynvml) GPU use into each training run."""
+
 
 class PipelineConfig(Section):
     """Where the DAG runs."""
 
     name: str = "ftpipe-finetune"
     """Kubeflow pipeline name."""
+
+
+class EvaluateConfig(Section):
+    """`ftpipe evaluate`: held-out metrics per class, calibration and per-row predictions.
+
+    The predictions file is what the promotion gate's paired bootstrap reads.
+    """
+
+    batch_size: int = Field(default=64, ge=1)
+    """Rows per forward pass."""
+
+    calibration_bins: int = Field(default=15, ge=2)
+    """Equal-width confidence bins of the expected calibration error (ECE)."""
+
+    latency_rows: int = Field(default=32, ge=0)
+    """Single-row requests timed for the p95 latency that `promote.max_latency_ms` checks;
+    0 skips the measurement."""
+
+    output_dir: str = "outputs/evaluate"
+    """Where metrics.json, predictions.parquet, confusion_matrix.png and evaluation.json go."""
+
+
+class PromoteConfig(Section):
+    """`ftpipe promote`: when the challenger replaces the champion.
+
+    Both are compared on the same held-out set (same fingerprint). The challenger is promoted
+    only if every rule holds: the paired-bootstrap confidence interval of (challenger -
+    champion) lies above `margin`, no class's F1 drops by more than `max_class_f1_drop`, and
+    the budgets that are set hold. With no champion yet, the interval's lower bound of the
+    metric must reach `floor`.
+    """
+
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    """The metric the challenger must improve."""
+
+    margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Smallest improvement that counts: the interval's lower bound must exceed it."""
+
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Two-sided confidence level of the bootstrap intervals."""
+
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    """Paired bootstrap resamples of the held-out rows (seeded by `seed`)."""
+
+    max_class_f1_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Largest drop in any single class's F1 that does not block promotion."""
+
+    floor: float = Field(default=0.0, ge=0.0, le=1.0)
+    """With no champion, the lower bound of the metric's interval must reach this."""
+
+    max_latency_ms: float | None = Field(default=None, gt=0.0)
+    """Budget for p95 single-row latency (measured by `ftpipe evaluate`); null: no budget."""
+
+    max_size_mb: float | None = Field(default=None, gt=0.0)
+    """Budget for the model's size on disk, base model included for adapters; null: none."""
+
+    lock_timeout_s: float = Field(default=600.0, gt=0.0)
+    """Promotions of one model run one at a time; a lock held longer than this is taken to
+    belong to a dead process and is broken."""
 
 
 class Config(Section):
@@ -437,6 +541,8 @@ class Config(Section):
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")

@@ -78,9 +78,9 @@ def run_prep(config: Config) -> PrepResult:
         name: tokenize(tokenizer, ex.texts, ex.pairs, data.max_length, desc=f"tokenize {name}")
         for name, ex in splits.items()
     }
+    classification = data.task == "classification"
     identity = prep_identity(config, digests, tokenizer_digest(tokenizer))
     data_fingerprint = fingerprint(identity)
-    classification = data.task == "classification"
     stats = {
         "fingerprint": data_fingerprint,
         "task": data.task,
@@ -154,13 +154,8 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
         train, held_out = train.take(train_idx, train.dropped), train.take(eval_idx, Counter())
     if not len(held_out):
         raise DataError(f"The eval set is empty after validation. {empty_fix}.")
-    if data.max_train_rows is not None and data.max_train_rows < len(train):
-        # The same stratified, seeded split, used to keep a share of each class.
-        kept, _ = stratified_split(
-            labels.encode(train.labels), 1 - data.max_train_rows / len(train), config.seed + 1
-        )
-        log.info("data.max_train_rows: keeping %d of %d training rows", len(kept), len(train))
-        train = train.take(kept, train.dropped)
+    train = _sample(train, data.max_train_rows, labels, config.seed + 1, "data.max_train_rows")
+    held_out = _sample(held_out, data.max_eval_rows, labels, config.seed + 2, "data.max_eval_rows")
     _check_classes_trained(train, held_out, labels)
     for split in (train, held_out):
         if split.dropped:
@@ -171,6 +166,15 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
                 format_counts(split.dropped),
             )
     return {"train": train, "eval": held_out}, labels, digests
+
+
+def _sample(examples: Examples, rows: int | None, labels: LabelMap, seed: int, key: str):
+    """About `rows` of the examples, a share of each class (the stratified, seeded split)."""
+    if rows is None or rows >= len(examples):
+        return examples
+    kept, _ = stratified_split(labels.encode(examples.labels), 1 - rows / len(examples), seed)
+    log.info("%s: keeping %d of %d rows of %s", key, len(kept), len(examples), examples.source)
+    return examples.take(kept, examples.dropped)
 
 
 def _check_classes_trained(train: Examples, held_out: Examples, labels: LabelMap) -> None:
@@ -232,11 +236,10 @@ def _write_split(
         columns["text_pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(labels.encode(examples.labels), pa.int32())
     columns["input_ids"] = pa.array(tokens.input_ids, pa.list_(pa.int32()))
-    if tokens.token_type_ids is not None and language_model:
-        # Language modelling: a completion's tokens are the second sequence (type id 1), so
-        # the prompt is each row's leading type-0 run; decoders take no token types.
-        prompt = [types.index(1) if 1 in types else len(types) for types in tokens.token_type_ids]
-        columns["prompt_length"] = pa.array(prompt, pa.int32())
+    if tokens.second_starts is not None and language_model:
+        # Language modelling: everything before the completion's first token is prompt (kept
+        # out of the loss); decoders take no token types.
+        columns["prompt_length"] = pa.array(tokens.second_starts, pa.int32())
     elif tokens.token_type_ids is not None:
         columns["token_type_ids"] = pa.array(tokens.token_type_ids, pa.list_(pa.int8()))
     columns["location"] = pa.array(examples.locations, pa.string())

@@ -31,6 +31,17 @@ class Split:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def concat(self, other: Split) -> Split:
+        """These rows followed by `other`'s."""
+        types = None
+        if self.token_type_ids is not None and other.token_type_ids is not None:
+            types = self.token_type_ids + other.token_type_ids
+        prompts = None
+        if self.prompt_lengths is not None and other.prompt_lengths is not None:
+            prompts = np.concatenate([self.prompt_lengths, other.prompt_lengths])
+        labels = np.concatenate([self.labels, other.labels])
+        return Split(self.input_ids + other.input_ids, types, labels, prompts)
+
     def subset(self, rows: np.ndarray) -> Split:
         """The rows at the given indices."""
         types = self.token_type_ids

@@ -30,6 +30,9 @@ class Tokenized:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
+    second_starts: list[int] | None
+    """For pairs: where each row's second text begins (its first token); the row's length
+    where none of it is left. Templates differ in type ids; sequence ids do not."""
     lengths: np.ndarray
     """Untruncated length of each example, special tokens included."""
     pieces: int
@@ -106,6 +109,7 @@ def tokenize(
     unk_id = _unknown_id(tokenizer)
     input_ids: list[list[int]] = []
     type_ids: list[list[int]] = []
+    starts: list[int] = []
     lengths = np.empty(len(inputs), dtype=np.int64)
     pieces = words = unknown = 0
     with tqdm(total=len(inputs), desc=desc, unit="rows", disable=None, leave=False) as bar:
@@ -121,11 +125,14 @@ def tokenize(
                 input_ids.append(ids)
                 if is_pair:
                     type_ids.append(enc.type_ids)
+                    starts.append(_second_start(enc))
             bar.update(len(encodings))
-    _truncate(tokenizer, inputs, lengths, max_length, input_ids, type_ids if is_pair else None)
+    pair_columns = (type_ids, starts) if is_pair else None
+    _truncate(tokenizer, inputs, lengths, max_length, input_ids, pair_columns)
     return Tokenized(
         input_ids=input_ids,
         token_type_ids=type_ids if is_pair else None,
+        second_starts=starts if is_pair else None,
         lengths=lengths,
         pieces=pieces,
         words=words,
@@ -150,13 +157,13 @@ def _truncate(
     lengths: np.ndarray,
     max_length: int,
     input_ids: list[list[int]],
-    type_ids: list[list[int]] | None,
+    pair_columns: tuple[list[list[int]], list[int]] | None,
 ) -> None:
     """Re-encode only the over-long rows with the tokenizer's own truncation, in place."""
     long_rows = np.flatnonzero(lengths > max_length).tolist()
     if not long_rows:
         return
-    if max_length <= tokenizer.num_special_tokens_to_add(type_ids is not None):
+    if max_length <= tokenizer.num_special_tokens_to_add(pair_columns is not None):
         raise DataError(
             f"data.max_length={max_length} leaves no room for text after the special tokens. "
             "Raise data.max_length."
@@ -166,8 +173,13 @@ def _truncate(
     encoded = truncating.encode_batch([inputs[i] for i in long_rows])
     for row, enc in zip(long_rows, encoded, strict=True):
         input_ids[row] = enc.ids
-        if type_ids is not None:
-            type_ids[row] = enc.type_ids
+        if pair_columns is not None:
+            pair_columns[0][row] = enc.type_ids
+            pair_columns[1][row] = _second_start(enc)
+
+
+def _second_start(enc: Encoding) -> int:
+    return next((i for i, s in enumerate(enc.sequence_ids) if s == 1), len(enc.ids))
 
 
 def _unknown_id(tokenizer: Tokenizer) -> int | None:

@@ -76,7 +76,9 @@ def load_checkpoint(engine: Any, directory: Path, rank: int) -> TrainerState:
     if loaded is None:
         raise FileNotFoundError(f"DeepSpeed found no state in {directory / STATE_TAG}")
     rng_file = directory / f"rng-rank{rank}.safetensors"
-    if rng_file.exists():  # absent when resuming with more ranks than saved
+    if not rng_file.exists():  # resuming with more ranks than saved: dropout will differ
+        log.warning("%s holds no RNG state for rank %d; its dropout will differ", directory, rank)
+    else:
         rng = load_file(str(rng_file))
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -95,6 +97,8 @@ class LocalCheckpoints:
     def __init__(self, root: Path, keep: int, higher_is_better: bool) -> None:
         self.root, self.keep, self.higher = root, keep, higher_is_better
         self.scores: dict[Path, float] = {}
+        self.exported: set[Path] = set()
+        self.latest: Path | None = None
 
     def add(self, staging: Path, metrics: dict[str, Any]) -> Path:
         """Move a staging directory in as the checkpoint of `metrics["step"]`."""
@@ -102,19 +106,25 @@ class LocalCheckpoints:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staging, target, dirs_exist_ok=True)
         self.scores[target] = metrics["score"]
-        self._prune(latest=target)
+        if metrics.get("exported"):
+            self.exported.add(target)
+        self.latest = target
         return target
 
     def best(self) -> Path | None:
-        """The kept checkpoint with the best metric."""
-        if not self.scores:
+        """The kept checkpoint with the best metric among those that hold an export."""
+        candidates = [path for path in self.scores if path in self.exported]
+        if not candidates:
             return None
         pick = max if self.higher else min
-        return pick(self.scores, key=self.scores.__getitem__)
+        return pick(candidates, key=self.scores.__getitem__)
 
-    def _prune(self, latest: Path) -> None:
+    def prune(self) -> None:
+        """Delete all but the `keep` best, the best export and the latest (on one rank)."""
         ranked = sorted(self.scores, key=self.scores.__getitem__, reverse=self.higher)
+        keep = {self.latest, self.best()}
         for path in ranked[self.keep :]:
-            if path != latest:
+            if path not in keep:
                 shutil.rmtree(path, ignore_errors=True)
                 del self.scores[path]
+                self.exported.discard(path)

@@ -76,8 +76,9 @@ def deepspeed_config(train: TrainConfig, plan: BatchPlan, precision: str) -> dic
     declared here; `zero_allow_untested_optimizer` lets ZeRO wrap torch's AdamW.
     """
     zero: dict[str, Any] = {"stage": train.zero_stage}
-    if train.offload_optimizer and train.zero_stage:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    offload = train.offload_optimizer and train.zero_stage
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if train.zero_stage == 3:
         # Export gathers the sharded weights into one state dict on rank 0.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
@@ -88,6 +89,9 @@ def deepspeed_config(train: TrainConfig, plan: BatchPlan, precision: str) -> dic
         "gradient_clipping": train.max_grad_norm,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
+        # Offload steps our torch AdamW on the host (DeepSpeed would insist on its own compiled
+        # CPU Adam, an extra build on every machine).
+        "zero_force_ds_cpu_optimizer": False,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
         "steps_per_print": 10**9,  # our loop logs progress; DeepSpeed's own lines are noise

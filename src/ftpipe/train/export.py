@@ -33,6 +33,7 @@ from ftpipe.strategies.merge import merge_adapter
 from ftpipe.train.model import SAFE_LOADING, load_tokenizer_for_export
 
 MANIFEST = "ftpipe.json"
+EVAL_KEYS = ("loss", "accuracy", "macro_f1", "perplexity")
 
 
 def write_export(
@@ -135,17 +136,21 @@ def predict_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 
 def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]) -> str:
     """A short README: what this is, how it was trained, how to load it, what it scored."""
+    auto = (
+        "AutoModelForSequenceClassification"
+        if manifest["task"] == "classification"
+        else "AutoModelForCausalLM"
+    )
     how = {
         "transformers": (
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-            'model = AutoModelForSequenceClassification.from_pretrained("DIR")\n'
+            f"from transformers import {auto}, AutoTokenizer\n"
+            f'model = {auto}.from_pretrained("DIR")\n'
             'tokenizer = AutoTokenizer.from_pretrained("DIR")'
         ),
         "peft": (
             "from peft import PeftModel\n"
-            "from transformers import AutoModelForSequenceClassification\n"
-            "base = AutoModelForSequenceClassification.from_pretrained(\n"
-            f'    "{manifest["base_model"]}", num_labels=N)\n'
+            f"from transformers import {auto}\n"
+            f'base = {auto}.from_pretrained("{manifest["base_model"]}")  # + num_labels=N\n'
             'model = PeftModel.from_pretrained(base, "DIR/adapter")'
         ),
         "pooled-classifier": (
@@ -160,13 +165,17 @@ def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]
         ),
     }[manifest["kind"]]
     scores = "\n".join(
-        f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))
+        f"| {k} | {v:.4f} |"
+        for k, v in sorted(metrics.items())
+        if k in EVAL_KEYS or k.startswith("f1/")
     )
+    held_out = "training data included" if config.train.train_on_eval else "held-out split"
     return (
         f"# {config.registry.model_name}\n\n"
         f"Fine-tuned by ftpipe from `{manifest['base_model']}` with the "
         f"`{manifest['strategy']}` strategy ({manifest['task']}).\n\n"
         f"## Load\n\n```python\n{how}\n```\n\n"
-        f"## Evaluation (held-out split)\n\n| metric | value |\n| --- | --- |\n{scores}\n\n"
+        f"## Evaluation ({held_out}, step {metrics.get('step')})\n\n"
+        f"| metric | value |\n| --- | --- |\n{scores}\n\n"
         "## Training\n\nThe resolved config is in `config.yaml`; labels in `label_map.json`.\n"
     )

@@ -13,10 +13,13 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from ftpipe.config import Config, load_config
 from ftpipe.data.prepared import load_prepared
+from ftpipe.strategies.recommend import resolve_auto
 from ftpipe.train.checkpoint import LocalCheckpoints
-from ftpipe.train.loop import RankContext, train
+from ftpipe.train.loop import RankContext, init_distributed, train
 from ftpipe.train.metrics import resolve_metric
 from ftpipe.train.outcome import Outcome, finish
 
@@ -24,17 +27,24 @@ from ftpipe.train.outcome import Outcome, finish
 def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
     """Run the training core in this process and export the best model."""
     ctx = ctx or RankContext.from_env()
+    init_distributed(ctx)
     data = load_prepared(config.data.output_dir)
     output_dir = Path(config.train.output_dir)
     _, higher = resolve_metric(config.train.metric, data.labels is not None)
     # One run directory per launch, so a later run never prunes an earlier run's checkpoints.
-    root = output_dir / "checkpoints" / time.strftime("run-%Y%m%d-%H%M%S")
+    # Rank 0 names it: clocks on other ranks may already show the next second.
+    name = [time.strftime("run-%Y%m%d-%H%M%S")]
+    torch.distributed.broadcast_object_list(name, src=0)
+    root = output_dir / "checkpoints" / name[0]
     checkpoints = LocalCheckpoints(root, config.train.keep_checkpoints, higher)
     best_metrics: dict = {}
 
     def report(metrics: dict, staging: Path | None) -> None:
         if staging is not None:
             checkpoints.add(staging, metrics)
+            torch.distributed.barrier()  # every rank's shard is in before any pruning
+            if ctx.rank == 0:
+                checkpoints.prune()
             if checkpoints.best() == root / f"step-{metrics['step']:08d}":
                 best_metrics.update(metrics)
 
@@ -42,7 +52,8 @@ def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
     result = train(config, data, ctx, report, resume_from=resume)
     if ctx.rank != 0:
         return Outcome("", "", {}, result.metrics)
-    return finish(output_dir, checkpoints.best(), best_metrics, result.metrics)
+    best = checkpoints.best()
+    return finish(output_dir, best, best_metrics, result.metrics, result.state.history)
 
 
 def main() -> None:
@@ -52,7 +63,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    outcome = train_local(load_config(args.config, args.overrides))
+    config = resolve_auto(load_config(args.config, args.overrides))
+    outcome = train_local(config)
     if outcome.model_dir:
         print(f"Exported {outcome.model_dir}")
 

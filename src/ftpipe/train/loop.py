@@ -23,7 +23,7 @@ import torch
 from ftpipe.config.schema import Config
 from ftpipe.data.features import cached_features
 from ftpipe.data.prepared import PreparedData
-from ftpipe.errors import DataError
+from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.strategies import prepare
 from ftpipe.strategies.feature_extraction import PooledClassifier
 from ftpipe.strategies.layers import true_numel
@@ -105,10 +105,15 @@ def train(
         DataError: If the training data is too small for one global batch.
     """
     import deepspeed  # in the worker, never the driver: it initialises accelerator state
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # load/save bars at every export drown the progress log
 
     init_distributed(ctx)
     classification = data.labels is not None
     train_split, eval_split = data.splits["train"], data.splits["eval"]
+    if config.train.train_on_eval:
+        train_split = train_split.concat(eval_split)
     metric, higher_is_better = resolve_metric(config.train.metric, classification)
 
     # --- Batch arithmetic and the DeepSpeed config ---------------------------------------
@@ -123,6 +128,12 @@ def train(
     if config.train.max_steps:
         total_steps = min(total_steps, config.train.max_steps)
     precision = resolve_precision(config.train, ctx.device)
+    if config.strategy.name == "gradual-unfreezing" and precision != "fp32":
+        raise ConfigError(
+            f"strategy.name=gradual-unfreezing needs fp32, but this run trains in {precision}: "
+            "DeepSpeed's bf16/fp16 optimizers keep only the parameters trainable at the start, "
+            "so blocks unfrozen later would never update. Set train.precision=fp32."
+        )
     ds_config = deepspeed_config(config.train, plan, precision)
 
     # --- Model and strategy. One seed on every rank, so new heads start identical --------
@@ -135,11 +146,12 @@ def train(
     train_source = BatchSource(train_split, pad_id, causal_lm=not classification)
     eval_source = BatchSource(eval_split, pad_id, causal_lm=not classification)
     if isinstance(prepared.model, PooledClassifier) and config.train.feature_cache:
-        train_source, eval_source = _cached_sources(config, data, prepared.model, ctx, pad_id)
+        splits = {"train": train_split, "eval": eval_split}
+        train_source, eval_source = _cached_sources(config, data, splits, prepared.model, ctx)
 
     groups = param_groups(prepared, config.train)
     trainable = sum(true_numel(p) for g in groups for p in g["params"] if p.requires_grad)
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = torch.optim.AdamW(groups, fused=torch.cuda.is_available())
     scheduler = build_scheduler(optimizer, config.train, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=prepared.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
@@ -154,6 +166,13 @@ def train(
     if resume_from is None:
         torch.manual_seed(config.seed * 1000 + ctx.rank)
     start_step = state.step
+    if start_step >= total_steps:
+        raise FtpipeError(
+            f"The checkpoint {resume_from} is at step {start_step}, and this run has "
+            f"{total_steps} steps: nothing is left to train. Raise train.epochs or "
+            "train.max_steps, or resume from an earlier checkpoint."
+        )
+    exported = False  # every run exports at least once, also a resumed one that never improves
 
     # --- The loop: one iteration per optimizer step ---------------------------------------
     if ctx.rank == 0:
@@ -166,6 +185,7 @@ def train(
             config.train.zero_stage,
         )  # fmt: skip
     train_seconds, rows_seen, tokens_seen = 0.0, 0, 0
+    run_started = time.perf_counter()  # the ETA counts evaluations and checkpoints too
     window_loss, window_steps = 0.0, 0
     order, order_epoch = np.empty(0, dtype=np.int64), -1
     metrics: dict[str, Any] = {}
@@ -195,12 +215,15 @@ def train(
         done = step + 1
         if done % config.train.log_every_steps == 0 or done == total_steps:
             if ctx.rank == 0:
-                rate = rows_seen / max(train_seconds, 1e-9)
-                eta = (total_steps - done) * plan.global_batch / rate
+                steps_per_s = (done - start_step) / (time.perf_counter() - run_started)
+                tokens = "" if classification else f"  {tokens_seen / train_seconds:,.0f} tokens/s"
+                eta = int((total_steps - done) / max(steps_per_s, 1e-9))
                 log.info(
-                    "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.1f samples/s  ETA %s",
+                    "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.2f steps/s  %.1f samples/s%s"
+                    "  ETA %d:%02d:%02d",
                     done, total_steps, done / steps_per_epoch, window_loss / window_steps,
-                    scheduler.get_last_lr()[0], rate, time.strftime("%H:%M:%S", time.gmtime(eta)),
+                    max(scheduler.get_last_lr()), steps_per_s, rows_seen / train_seconds, tokens,
+                    eta // 3600, eta % 3600 // 60, eta % 60,
                 )  # fmt: skip
             window_loss, window_steps = 0.0, 0
 
@@ -238,9 +261,12 @@ def train(
             log.info("eval @ step %d: %s  (%s)", done, _format(metrics), note)
         with tempfile.TemporaryDirectory(prefix="ftpipe-ckpt-") as staging:
             save_checkpoint(engine, Path(staging), state, ctx.rank)
-            if improved:  # the best model so far, exported: the checkpoint to keep for good
+            metrics["exported"] = improved or not exported
+            if metrics["exported"]:  # the best model so far: the checkpoint to keep for good
                 export(engine, prepared, config, data, metrics, Path(staging) / "model", ctx)
-            reported = {**metrics, "best": state.best, "best_step": state.best_step}
+                exported = True
+            reported = {**metrics, "best": state.best, "best_step": state.best_step,
+                        "bad_evals": state.bad_evals}  # fmt: skip
             report(reported, Path(staging))
         if stop:
             if ctx.rank == 0:
@@ -290,7 +316,7 @@ def evaluate(
     engine.eval()
     rows, real = eval_shard(len(source.split), ctx.rank, ctx.world_size)
     if data.labels is None:  # language modelling: loss summed over real target tokens
-        totals = torch.zeros(2, dtype=torch.float64)
+        totals = torch.zeros(2, dtype=torch.float64, device=engine.device)  # NCCL: on GPU
         for start in range(0, len(rows), batch_size):
             batch = source.batch(rows[start : start + batch_size], engine.device)
             logits = engine(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -301,7 +327,7 @@ def evaluate(
             # Rows past `real` are repeats that only keep ranks in step; they do not count.
             counted = (torch.arange(start, start + len(targets)) < real).to(losses.device)
             mask = (targets != -100) & counted.unsqueeze(1)
-            totals += torch.tensor([float(losses[mask].sum()), float(mask.sum())])
+            totals += torch.stack([losses[mask].sum().double(), mask.sum().double()])
         torch.distributed.all_reduce(totals)
         return lm_metrics(float(totals[0]), int(totals[1]))
     logits = []
@@ -338,7 +364,10 @@ def export(
         state_dict = engine._zero3_consolidated_16bit_state_dict()  # collective
         if ctx.rank != 0:
             return
-        with zero3_paused():
+        # Rebuilding draws from the global RNG (new heads, LoRA init): fork it, so a run that
+        # exports draws the same dropout as one resumed after the export.
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), zero3_paused():
             model, _ = load_base_model(config, data.labels)
             model = prepare(model, config).model
         model.load_state_dict(state_dict)
@@ -346,9 +375,9 @@ def export(
         write_export(model, config, data.labels, metrics, directory)
 
 
-def _cached_sources(config, data, model, ctx, pad_id):
+def _cached_sources(config, data, splits, model, ctx) -> tuple[BatchSource, BatchSource]:
     """Batch sources over the feature cache: rank 0 computes it once, the others then read."""
-    splits = {"train": data.splits["train"], "eval": data.splits["eval"]}
+    pad_id = model.config.pad_token_id
 
     def load():
         cache = config.train.cache_dir

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any
 
-from torch import nn
+import torch
 
 from ftpipe.config.schema import Config
 from ftpipe.data.labels import LabelMap
@@ -33,7 +33,13 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
     zero3 = None
     if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
         zero3 = HfDeepSpeedConfig(ds_config)
-    kwargs: dict[str, Any] = {"revision": config.model.revision, **SAFE_LOADING}
+    # fp32 master weights whatever the checkpoint's dtype: DeepSpeed casts for bf16/fp16 itself,
+    # and train.precision=fp32 must not silently train a bf16 checkpoint in bf16.
+    kwargs: dict[str, Any] = {
+        "revision": config.model.revision,
+        "dtype": torch.float32,
+        **SAFE_LOADING,
+    }
     if labels is not None:
         auto = AutoModelForSequenceClassification
         kwargs |= {"num_labels": len(labels.names), **labels.to_json()}
@@ -47,9 +53,11 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
             "built-in alias all-MiniLM-L6-v2 or a local model directory with safetensors."
         ) from None
     if getattr(model.config, "pad_token_id", None) is None:
-        # Decoders often ship without a pad token; their classifier needs one to find each
-        # row's last real token. Prep pads with 0 and masks it, so any id works.
-        model.config.pad_token_id = 0
+        # Decoders often ship without a pad token. Their classifier finds each row's last
+        # token as the last one that is not the pad id, so that id must never occur in the
+        # text: EOS, which prep never appends, is the convention.
+        tokenizer = load_tokenizer_for_export(config)
+        model.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id or 0
     return model, zero3
 
 
@@ -73,9 +81,3 @@ def load_tokenizer_for_export(config: Config):
     return AutoTokenizer.from_pretrained(
         resolve_model(config.model.name), revision=config.model.revision, trust_remote_code=False
     )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    base = getattr(model, "get_base_model", None)
-    return base() if base is not None else model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,23 @@ class Outcome:
         best_checkpoint: The checkpoint that model came from.
         metrics: The best checkpoint's evaluation metrics.
         final_metrics: The last evaluation's metrics (with `step` and `start_step`).
+        history: Every evaluation's metrics, in order (for experiment tracking).
     """
 
     model_dir: str
     best_checkpoint: str
     metrics: dict[str, Any]
     final_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def finish(output_dir: Path, best_checkpoint: Path, metrics: dict, final_metrics: dict) -> Outcome:
+def finish(
+    output_dir: Path,
+    best_checkpoint: Path,
+    metrics: dict,
+    final_metrics: dict,
+    history: list[dict] | None = None,
+) -> Outcome:
     """Copy the best checkpoint's export to output_dir/model and write result.json.
 
     Raises:
@@ -43,6 +51,6 @@ def finish(output_dir: Path, best_checkpoint: Path, metrics: dict, final_metrics
     shutil.copytree(source, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)  # readers never see a half-copied export
-    outcome = Outcome(str(target), str(best_checkpoint), metrics, final_metrics)
+    outcome = Outcome(str(target), str(best_checkpoint), metrics, final_metrics, history or [])
     (output_dir / "result.json").write_text(json.dumps(asdict(outcome), indent=2) + "\n")
     return outcome

@@ -7,10 +7,12 @@ hands each new worker the last reported checkpoint, which the loop resumes at it
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 from ftpipe.config import Config
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import config_hash
+from ftpipe.errors import ConfigError, DataError
+from ftpipe.train.deepspeed import batch_plan
 from ftpipe.train.metrics import resolve_metric
 from ftpipe.train.outcome import Outcome, finish
 
@@ -32,15 +36,17 @@ def ensure_ray(address: str | None) -> None:
         return
     ray.init(
         address=address,
-        include_dashboard=False,
+        # The dashboard serves the state API, which Ray Train needs to free the resources of
+        # a run that was stopped (a trial ASHA cut). It listens on 127.0.0.1 only.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         logging_level=logging.WARNING,
-        # Ray's own loggers in every process at ERROR: without the dashboard, its placement
-        # group cleaner warns every few seconds that the state API is unavailable. Failures
-        # still surface (as errors and as the exception trainer.fit() raises).
+        # Ray's own loggers at ERROR in every process: its per-report and set-up lines drown
+        # the training log. Failures still surface, and as the exception fit() raises.
         logging_config=ray.LoggingConfig(log_level="ERROR"),
         log_to_driver=True,
-        # Workers read data and models from this machine's paths; ship no code.
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}},
+        # An offline driver means offline workers; ship no code.
+        runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k == "HF_HUB_OFFLINE"}},
     )
 
 
@@ -52,24 +58,39 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
         run_name: Name of the run under output_dir/ray; a new timestamped one by default,
             because Ray resumes a run whose name already exists in storage.
     """
+    ensure_ray(config.train.ray_address)
+    output_dir = Path(config.train.output_dir).absolute()
+    name = run_name or f"train-{config_hash(config)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = build_trainer(config, name, output_dir / "ray").fit()
+    best_checkpoint, best_metrics = best_of(result, higher_is_better(config))
+    frame = result.metrics_dataframe
+    history = [] if frame is None else frame.to_dict("records")
+    with best_checkpoint.as_directory() as directory:
+        return finish(output_dir, Path(directory), best_metrics, result.metrics, history)
+
+
+def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[Any] = ()):
+    """A TorchTrainer that runs the training core on `config.train.num_workers` workers.
+
+    Args:
+        config: The run's config; its prep output must exist.
+        name: Run name under `storage` (an existing one is resumed by Ray).
+        storage: Where Ray Train keeps checkpoints and results.
+        callbacks: Ray Train callbacks (a Tune sweep passes its report callback).
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ensure_ray(config.train.ray_address)
     use_gpu = config.train.use_gpu
     if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    prep_dir = Path(config.data.output_dir).absolute()
-    classification = (prep_dir / "label_map.json").exists()
-    _, higher = resolve_metric(config.train.metric, classification)
-    output_dir = Path(config.train.output_dir).absolute()
-    name = run_name or f"train-{config_hash(config)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = TorchTrainer(
+    preflight(config, use_gpu)
+    return TorchTrainer(
         _worker,
         train_loop_config={
             "config": config.model_dump(mode="json"),
-            "prep_dir": str(prep_dir),
+            "prep_dir": str(Path(config.data.output_dir).absolute()),
             "cwd": os.getcwd(),
         },
         scaling_config=ScalingConfig(
@@ -80,21 +101,55 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(output_dir / "ray"),
+            storage_path=str(storage),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.train.keep_checkpoints,
                 checkpoint_score_attribute="score",
-                checkpoint_score_order="max" if higher else "min",
+                checkpoint_score_order="max" if higher_is_better(config) else "min",
             ),
+            callbacks=list(callbacks),
         ),
     )
-    result = trainer.fit()
-    best_checkpoint, best_metrics = max(
-        result.best_checkpoints, key=lambda pair: pair[1]["score"] * (1 if higher else -1)
-    )
-    with best_checkpoint.as_directory() as directory:
-        return finish(output_dir, Path(directory), best_metrics, result.metrics)
+
+
+def preflight(config: Config, use_gpu: bool) -> None:
+    """Check here what would otherwise fail in every worker, be retried, and end in a traceback.
+
+    Raises:
+        FtpipeError: On a missing prep, a batch that does not split, half precision without
+            GPUs, or too little data for one global batch.
+    """
+    prep = Path(config.data.output_dir)
+    if not (prep / "stats.json").exists():
+        raise DataError(
+            f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
+            "config first."
+        )
+    plan = batch_plan(config.train, config.train.num_workers)
+    if not use_gpu and config.train.precision in ("bf16", "fp16"):
+        raise ConfigError(
+            f"train.precision={config.train.precision} needs GPUs, and the workers get none "
+            "(train.use_gpu, or a Ray cluster without GPUs). Use train.precision=auto."
+        )
+    rows = json.loads((prep / "stats.json").read_text())["splits"]["train"]["rows"]
+    if rows // plan.world_size < plan.per_rank:
+        raise DataError(
+            f"The training split has {rows} rows, fewer than one global batch "
+            f"(train.batch_size={plan.global_batch}). Lower train.batch_size or add data."
+        )
+
+
+def higher_is_better(config: Config) -> bool:
+    """Whether the run's early-stopping metric improves upwards (read from its prep)."""
+    classification = (Path(config.data.output_dir) / "label_map.json").exists()
+    return resolve_metric(config.train.metric, classification)[1]
+
+
+def best_of(result: Any, higher: bool) -> tuple[Any, dict[str, Any]]:
+    """The best reported checkpoint that holds an export, and its metrics (by `score`)."""
+    exported = [pair for pair in result.best_checkpoints if pair[1].get("exported")]
+    return max(exported, key=lambda pair: pair[1]["score"] * (1 if higher else -1))
 
 
 def _worker(loop_config: dict[str, Any]) -> None:
@@ -105,7 +160,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     from ftpipe.data.prepared import load_prepared
     from ftpipe.train.loop import RankContext, train
 
-    os.chdir(loop_config["cwd"])  # relative paths in the config mean what they meant
+    if Path(loop_config["cwd"]).is_dir():  # on the driver's machine (or a shared filesystem)
+        os.chdir(loop_config["cwd"])  # relative paths in the config mean what they meant
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
     # Ray Train logs every report and DeepSpeed its set-up at INFO: noise beside our progress.
     for noisy in ("ray", "DeepSpeed"):

@@ -75,8 +75,9 @@ def test_prep_stores_prompt_lengths_and_no_label_map(tmp_path, tiny_lm_dir):
     split = data.splits["train"]
     assert split.token_type_ids is None and split.prompt_lengths is not None
     # "[CLS] my order is [SEP]" is the prompt; "late please [SEP]" the completion.
-    row = next(i for i, ids in enumerate(split.input_ids) if len(ids) == 7)
-    assert split.prompt_lengths[row] in (4, 5)
+    row = next(i for i, ids in enumerate(split.input_ids) if len(ids) == 8)
+    assert split.prompt_lengths[row] == 5
+    assert split.input_ids[row][0] == 2 and split.input_ids[row][4] == 3  # [CLS] ... [SEP]
 
 
 def test_labels_mask_padding_and_the_prompt(tmp_path, tiny_lm_dir):

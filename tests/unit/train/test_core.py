@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ftpipe.data.prepared import batches, load_prepared
+from ftpipe.errors import FtpipeError
 from ftpipe.train.export import load_export, predict_logits
 from ftpipe.train.local import train_local
 from ftpipe.train.metrics import classification_metrics
@@ -77,6 +78,7 @@ def test_plain_transformers_loads_the_export(tmp_path, tiny_model_dir):
 def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, tiny_model_dir):
     first = train_local(train_config(tmp_path / "a", tiny_model_dir, "train.epochs=2"))
     second = train_local(train_config(tmp_path / "b", tiny_model_dir, "train.epochs=2"))
+
     def metrics(outcome):  # everything but the throughput, which is wall-clock
         return {k: v for k, v in outcome.final_metrics.items() if "per_second" not in k}
 
@@ -186,3 +188,28 @@ def test_training_before_prep_or_recommend_is_a_clear_error(tmp_path, tiny_model
     assert done.returncode == 2 and "Run `ftpipe prep`" in done.stderr
     done = ftpipe("train", "-c", str(path), "--no-ray")
     assert done.returncode == 2 and "ftpipe recommend" in done.stderr
+
+
+def test_zero2_with_the_optimizer_offloaded_to_the_host_learns(tmp_path, tiny_model_dir):
+    settings = ("train.zero_stage=2", "train.offload_optimizer=true", "train.epochs=3")
+    outcome = train_local(train_config(tmp_path, tiny_model_dir, *settings))
+    latest = max(Path(outcome.best_checkpoint).parent.glob("step-*"))
+    history = json.loads((latest / "trainer_state.json").read_text())["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_a_resumed_run_exports_even_if_it_never_improves(tmp_path, tiny_model_dir):
+    # On accuracy the run saturates at 1.0 early, so no evaluation after a late resume is
+    # better than the restored best: the resumed run must still leave a model behind.
+    settings = ("train.metric=accuracy", "train.eval_every_steps=5", "train.keep_checkpoints=100")
+    whole = train_local(train_config(tmp_path / "whole", tiny_model_dir, *settings))
+    late = sorted(Path(whole.best_checkpoint).parent.glob("step-*"))[-2]
+    resume = f"train.resume_from={late}"
+    resumed = train_local(train_config(tmp_path / "resumed", tiny_model_dir, *settings, resume))
+    assert (Path(resumed.model_dir) / "ftpipe.json").exists()
+    assert resumed.final_metrics["step"] == whole.final_metrics["step"]
+
+    last = sorted(Path(whole.best_checkpoint).parent.glob("step-*"))[-1]
+    done = f"train.resume_from={last}"
+    with pytest.raises(FtpipeError, match="nothing is left to train"):
+        train_local(train_config(tmp_path / "again", tiny_model_dir, *settings, done))

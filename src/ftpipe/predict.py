@@ -1,0 +1,341 @@
+"""`ftpipe predict`: labels and class probabilities from an exported or registered model.
+
+A model is an export directory (`train.output_dir/model`) or a registry URI such as
+`models:/NAME@champion`, which is downloaded once (see `ftpipe.registry.models`). Files of any
+size stream through in chunks: CSV, TSV, JSONL or Parquet in, CSV, JSONL or Parquet out, with a
+progress bar over the bytes (or rows) read.
+
+Inference tokenizes exactly as prep did (the export's tokenizer, `data.max_length` from its
+config, longest-first truncation, right padding with the model's pad id), so an export scores
+here what it scored in training. torch loads only with a model, so commands that merely read
+predictions files start quickly.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ftpipe.data.labels import LabelMap
+from ftpipe.errors import FtpipeError
+
+PROB_PREFIX = "prob_"
+"""Column prefix of the class probabilities: `prob_<label>`."""
+
+CHUNK_ROWS = 4096
+"""Rows read, predicted and written at a time: bounds memory whatever the file size."""
+
+REGISTRY_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+@dataclass
+class Predictor:
+    """A loaded classification export, ready for batched inference."""
+
+    model: Any
+    tokenizer: Any
+    names: tuple[str, ...]
+    max_length: int
+    pad_id: int
+    pairs: bool
+    directory: Path
+    manifest: dict[str, Any]
+    batch_size: int = 64
+
+    @classmethod
+    def load(cls, directory: str | Path, batch_size: int = 64) -> Predictor:
+        """Load an export directory (any kind: transformers, peft, pooled-classifier).
+
+        Raises:
+            FtpipeError: If the directory is not a classification export.
+        """
+        from ftpipe.train.export import MANIFEST, load_export
+
+        directory = Path(directory)
+        if not (directory / MANIFEST).is_file():
+            raise FtpipeError(
+                f"{directory} is not an ftpipe export (no {MANIFEST}). Pass the model/ directory "
+                "that `ftpipe train` wrote, or a registry URI such as models:/NAME@champion."
+            )
+        model, tokenizer, manifest = load_export(directory)
+        if manifest["task"] != "classification":
+            raise FtpipeError(
+                f"{directory} holds a {manifest['task']} model; predict and evaluate need a "
+                "classification export."
+            )
+        config = yaml.safe_load((directory / "config.yaml").read_text())
+        model_config = getattr(model, "config", None) or model.backbone.config
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            names=LabelMap.load(directory / "label_map.json").names,
+            max_length=int(config["data"]["max_length"]),
+            pad_id=getattr(model_config, "pad_token_id", None) or 0,
+            pairs=config["data"].get("text_pair_column") is not None,
+            directory=directory,
+            manifest=manifest,
+            batch_size=batch_size,
+        )
+
+    def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Class probabilities [rows, classes] for texts (and second texts for pair models).
+
+        Rows are batched by length, so padding stays short, and returned in input order.
+        """
+        import torch
+
+        from ftpipe.train.export import predict_logits
+
+        if self.pairs and pairs is None:
+            raise FtpipeError(
+                "This model classifies text pairs: give the second text too (--text-pair, or a "
+                "pair column with --pair-column)."
+            )
+        encoded = self.tokenizer(
+            list(texts),
+            list(pairs) if self.pairs and pairs is not None else None,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_token_type_ids=self.pairs,
+        )
+        ids = encoded["input_ids"]
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        out = np.empty((len(ids), len(self.names)), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = _pad([ids[i] for i in rows], self.pad_id)
+            if self.pairs:
+                batch["token_type_ids"] = _pad([encoded["token_type_ids"][i] for i in rows], 0)[
+                    "input_ids"
+                ]
+            with torch.inference_mode():
+                logits = predict_logits(self.model, batch)
+            out[rows] = torch.softmax(logits, dim=-1).numpy()
+        return out
+
+    def frame(self, probabilities: np.ndarray) -> pd.DataFrame:
+        """`label` plus one `prob_<label>` column per class."""
+        columns = {"label": np.asarray(self.names, dtype=object)[probabilities.argmax(axis=1)]}
+        for i, name in enumerate(self.names):
+            columns[PROB_PREFIX + name] = probabilities[:, i].astype(np.float64)
+        return pd.DataFrame(columns)
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> dict[str, Any]:
+    # Right padding with the model's pad id and a mask: what prep's batches do in training.
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[j, : len(row)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def resolve_model(ref: str | Path, tracking_uri: str | None = None) -> Path:
+    """An export directory for a model reference: a local directory or a registry URI.
+
+    Raises:
+        FtpipeError: If a local reference does not exist.
+    """
+    text = str(ref)
+    if text.startswith(REGISTRY_SCHEMES):
+        from ftpipe.registry.models import download_export
+
+        return download_export(text, tracking_uri)
+    path = Path(text)
+    if not path.is_dir():
+        raise FtpipeError(
+            f"--model {text}: no such directory. Pass an export directory (train.output_dir/model) "
+            "or a registry URI such as models:/NAME@champion."
+        )
+    return path
+
+
+def read_chunks(
+    path: Path, columns: Sequence[str], chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Yield (rows with `columns`, progress units consumed) from a CSV/TSV/JSONL/Parquet file.
+
+    Progress is in bytes of the file as stored, except for Parquet (rows).
+
+    Raises:
+        FtpipeError: If the format is unknown or a column is missing.
+    """
+    suffixes = [s.lower() for s in path.suffixes]
+    packed = suffixes[-1:] == [".gz"]
+    kind = (suffixes[-2] if packed and len(suffixes) > 1 else suffixes[-1]) if suffixes else ""
+    if kind == ".parquet":
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(path)
+        _check_columns(path, columns, handle.schema_arrow.names)
+        for batch in handle.iter_batches(batch_size=chunk_rows, columns=list(columns)):
+            yield batch.to_pandas(), batch.num_rows
+        return
+    if kind not in (".csv", ".tsv", ".jsonl", ".json", ".txt"):
+        raise FtpipeError(
+            f"--input {path}: unknown format {kind or '(no extension)'}. Use .csv, .tsv, .jsonl, "
+            ".parquet or .txt (one text per line), optionally gzipped."
+        )
+    with path.open("rb") as raw, gzip.open(raw) if packed else nullcontext(raw) as stream:
+        if kind == ".txt":
+            reader = _text_lines(stream, columns[0], chunk_rows)
+        elif kind in (".jsonl", ".json"):
+            reader = pd.read_json(stream, lines=True, dtype=False, chunksize=chunk_rows)
+        else:
+            tsv = kind == ".tsv"
+            reader = pd.read_csv(
+                stream, sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
+                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, chunksize=chunk_rows,
+            )  # fmt: skip
+        done = 0
+        with reader as chunks:
+            for chunk in chunks:
+                _check_columns(path, columns, list(chunk.columns))
+                position = raw.tell()
+                yield chunk[list(columns)], position - done
+                done = position
+
+
+@contextmanager
+def _text_lines(stream: Any, column: str, chunk_rows: int) -> Iterator[Iterator[pd.DataFrame]]:
+    # One text per line, taken literally (no quoting): the simplest input to pipe in.
+    lines = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        while block := list(itertools.islice(lines, chunk_rows)):
+            yield pd.DataFrame({column: [line.rstrip("\r\n") for line in block]})
+
+    yield chunks()
+
+
+def _check_columns(path: Path, wanted: Sequence[str], present: list[str]) -> None:
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise FtpipeError(
+            f"--input {path} has no column {', '.join(map(repr, missing))}; it has "
+            f"{', '.join(map(repr, present))}. Name the text column with --text-column."
+        )
+
+
+class Writer:
+    """Appends prediction chunks to a CSV, JSONL or Parquet file (chosen by extension)."""
+
+    def __init__(self, path: Path):
+        """Open `path` for writing, replacing it.
+
+        Raises:
+            FtpipeError: If the extension is not one of .csv, .jsonl, .parquet.
+        """
+        self.path = path
+        self.kind = path.suffix.lower()
+        if self.kind not in (".csv", ".jsonl", ".parquet"):
+            raise FtpipeError(f"--output {path}: use a .csv, .jsonl or .parquet file name.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._parquet = None
+        self._text = None if self.kind == ".parquet" else path.open("w", encoding="utf-8")
+        self._header = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append rows."""
+        if self.kind == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table)
+        elif self.kind == ".csv":
+            frame.to_csv(self._text, index=False, header=self._header, lineterminator="\n")
+        else:
+            for record in frame.to_dict(orient="records"):
+                self._text.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._header = False
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._text is not None:
+            self._text.close()
+
+
+def default_output(path: Path) -> Path:
+    """`data.csv` -> `data.predictions.csv` (Parquet stays Parquet, JSONL stays JSONL)."""
+    name = path.name.removesuffix(".gz")
+    stem, _, suffix = name.rpartition(".")
+    suffix = {"parquet": "parquet", "jsonl": "jsonl", "json": "jsonl"}.get(suffix, "csv")
+    return path.with_name(f"{stem or name}.predictions.{suffix}")
+
+
+def predict_file(
+    predictor: Predictor,
+    source: Path,
+    target: Path,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Predict every row of `source` into `target`; return the rows written.
+
+    Output columns: `row` (0-based input row), the text column(s), `label`, `prob_<label>`.
+
+    Args:
+        predictor: The loaded model.
+        source: CSV/TSV/JSONL/Parquet/TXT input, optionally gzipped.
+        target: CSV/JSONL/Parquet output.
+        text_column: The column holding the text.
+        pair_column: The column holding the second text, for pair models.
+        progress: Show a progress bar; None shows it on a terminal only.
+    """
+    from tqdm.auto import tqdm
+
+    if predictor.pairs and pair_column is None:
+        raise FtpipeError(
+            "This model classifies text pairs: name the second text's column with --pair-column."
+        )
+    columns = [text_column] + ([pair_column] if pair_column else [])
+    is_parquet = source.suffix.lower() == ".parquet"
+    total = _parquet_rows(source) if is_parquet else source.stat().st_size
+    writer = Writer(target)
+    rows = 0
+    try:
+        with tqdm(
+            total=total, unit="rows" if is_parquet else "B", unit_scale=not is_parquet,
+            desc="predict", disable=None if progress is None else not progress,
+        ) as bar:  # fmt: skip
+            for chunk, consumed in read_chunks(source, columns):
+                texts = chunk[text_column].astype(str).tolist()
+                pairs = chunk[pair_column].astype(str).tolist() if pair_column else None
+                scored = predictor.frame(predictor.probabilities(texts, pairs))
+                out = pd.DataFrame({"row": np.arange(rows, rows + len(chunk))})
+                for column in columns:
+                    out[column] = chunk[column].to_numpy()
+                writer.write(pd.concat([out, scored], axis=1))
+                rows += len(chunk)
+                bar.update(consumed)
+    finally:
+        writer.close()
+    return rows
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows

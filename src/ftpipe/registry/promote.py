@@ -1,0 +1,360 @@
+"""`ftpipe promote`: move the `champion` alias only when the gate says the challenger is better.
+
+Concurrency. MLflow's alias update is last-writer-wins and offers no compare-and-set, so two
+promotions that both read champion v1 could each decide against v1 and overwrite each other:
+the later one wins without ever being compared with the earlier. Promotions of one model
+therefore run one at a time, under a lock that MLflow's stores make atomic: creating the
+registered model `<name>.promotion-lock` succeeds for exactly one caller (the name is a
+primary key); the others get RESOURCE_ALREADY_EXISTS and wait. Inside the lock, a promotion
+reads the champion, decides, tags the version and moves the alias; then it deletes the lock.
+
+A lock left by a dead process (older than `promote.lock_timeout_s`) is broken by renaming
+it to a unique name, which only one breaker can do, then checking that the renamed lock still
+holds the stale token before deleting it (a fresh lock renamed by mistake is renamed back).
+
+Each decision also takes the next number of the model's promotion sequence (a registered-model
+tag, safe to increment under the lock) and records it on the version with the champion it was
+compared with, so the history of decisions is a single chain that can be audited.
+
+Promotion is idempotent: promoting the champion again changes nothing, and deciding again for
+the same pair gives the same result (the bootstrap is seeded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from ftpipe.config.schema import Config
+from ftpipe.errors import FtpipeError, reason
+from ftpipe.registry.client import connect, retry
+from ftpipe.registry.gate import Decision, Policy, Scored, decide
+from ftpipe.registry.models import CHALLENGER, CHAMPION, EVAL_PREFIX, evidence
+
+log = logging.getLogger(__name__)
+
+GATE_PREFIX = "ftpipe.gate."
+SEQUENCE_TAG = "ftpipe.promotions"
+"""Registered-model tag: how many gate decisions this model has had."""
+
+_LOCK_SUFFIX = ".promotion-lock"
+_TOKEN = "ftpipe.lock.token"
+_ACQUIRED = "ftpipe.lock.acquired_at"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The outcome of one `promote` call.
+
+    Attributes:
+        name: The registered model.
+        version: The challenger version.
+        champion_before: The champion version before the call, or None.
+        champion_after: The champion version after it, or None.
+        decision: The gate's decision (None when the version already was champion).
+        sequence: The decision's number in the model's promotion sequence (0: no decision).
+    """
+
+    name: str
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+    decision: Decision | None
+    sequence: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether the champion alias moved."""
+        return self.champion_before != self.champion_after
+
+
+def policy(config: Config) -> Policy:
+    """The gate's rules from the `promote` section (seeded by the run's `seed`)."""
+    p = config.promote
+    return Policy(
+        metric=p.metric,
+        margin=p.margin,
+        max_class_f1_drop=p.max_class_f1_drop,
+        floor=p.floor,
+        confidence=p.confidence,
+        samples=p.bootstrap_samples,
+        seed=config.seed,
+        max_latency_ms=p.max_latency_ms,
+        max_size_mb=p.max_size_mb,
+    )
+
+
+def promote(config: Config, version: str | None = None) -> Promotion:
+    """Gate version `version` (default: the `challenger` alias) against the champion.
+
+    Raises:
+        FtpipeError: If there is no such version, it has no evaluation, or the champion was
+            not evaluated on the same held-out set.
+    """
+    client = connect(config.registry)
+    name = config.registry.model_name
+    with promotion_lock(client, name, config.promote.lock_timeout_s):
+        challenger = _challenger(client, name, version)
+        champion = _alias(client, name, CHAMPION)
+        # Versions are numbers in some MLflow versions and strings in others: compare text.
+        mine_version = str(challenger.version)
+        before = str(champion.version) if champion else None
+        if before == mine_version:
+            return Promotion(name, mine_version, before, before, None, 0)
+        fingerprint = challenger.tags.get(f"{EVAL_PREFIX}fingerprint")
+        mine = evidence(challenger, fingerprint) if fingerprint else None
+        if mine is None:
+            raise FtpipeError(
+                f"Version {mine_version} of {name} has no evaluation, so the gate has "
+                f"nothing to compare. Run `ftpipe evaluate --model models:/{name}/"
+                f"{mine_version}` (or evaluate before `ftpipe register`), then promote."
+            )
+        theirs = None
+        if champion is not None:
+            theirs = evidence(champion, fingerprint)
+            if theirs is None:
+                other = champion.tags.get(f"{EVAL_PREFIX}fingerprint", "none")
+                raise FtpipeError(
+                    f"The champion (version {champion.version} of {name}) was evaluated on "
+                    f"held-out set {other[:12]}, the challenger on {fingerprint[:12]}; ftpipe "
+                    "never compares models on different sets. Evaluate the champion on the "
+                    f"challenger's set: `ftpipe evaluate --model models:/{name}@champion` with "
+                    "the same data config, then promote again."
+                )
+        frames = [_predictions(record["predictions"]) for record in (mine, theirs) if record]
+        names = _names_of(*frames)
+        try:
+            decision = decide(
+                _scored(frames[0], mine, names),
+                _scored(frames[1], theirs, names) if theirs else None,
+                policy(config),
+            )
+        except ValueError as exc:  # same fingerprint, different rows: a corrupted artifact
+            raise FtpipeError(
+                f"The predictions of versions {mine_version} and {before} do not cover "
+                f"the same rows ({exc}); evaluate both again."
+            ) from None
+        sequence = _next_sequence(client, name)
+        _record(client, challenger, decision, before, fingerprint, sequence)
+        after = before
+        if decision.promote:
+            retry(
+                lambda: client.set_registered_model_alias(name, CHAMPION, mine_version),
+                "move the champion alias",
+            )
+            if champion is not None:
+                retry(
+                    lambda: client.set_model_version_tag(
+                        name, before, f"{GATE_PREFIX}replaced_by", mine_version
+                    ),
+                    "tag the former champion",
+                )
+            after = mine_version
+        return Promotion(name, mine_version, before, after, decision, sequence)
+
+
+def _challenger(client: MlflowClient, name: str, version: str | None) -> ModelVersion:
+    if version is None:
+        found = _alias(client, name, CHALLENGER)
+        if found is None:
+            raise FtpipeError(
+                f"{name} has no `{CHALLENGER}` version. Register one with `ftpipe register`, or "
+                "name it: `ftpipe promote --version N`."
+            )
+        return found
+    try:
+        return retry(lambda: client.get_model_version(name, str(version)), "read the version")
+    except MlflowException as exc:
+        raise FtpipeError(
+            f"Version {version} of {name} does not exist ({reason(exc)}). Check registry."
+            "model_name and the version number."
+        ) from None
+
+
+def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return retry(lambda: client.get_model_version_by_alias(name, alias), f"read @{alias}")
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _scored(frame: pd.DataFrame, record: dict, names: tuple[str, ...]) -> Scored:
+    """One model's predictions as label ids in the order `names`, with its budgets' numbers."""
+    ids = {n: i for i, n in enumerate(names)}
+    metrics = record.get("metrics", {})
+    return Scored(
+        labels=frame["label"].map(ids).to_numpy(np.int64),
+        predicted=frame["predicted"].map(ids).to_numpy(np.int64),
+        names=names,
+        latency_ms=metrics.get("latency_p95_ms"),
+        size_mb=metrics.get("size_mb"),
+    )
+
+
+def _names_of(*frames: pd.DataFrame) -> tuple[str, ...]:
+    # Every label either file mentions, in one order shared by challenger and champion.
+    seen: set[str] = set()
+    for frame in frames:
+        seen |= set(frame["label"].astype(str)) | set(frame["predicted"].astype(str))
+    return tuple(sorted(seen))
+
+
+def _predictions(uri: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory(prefix="ftpipe-gate-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except MlflowException as exc:
+            raise FtpipeError(f"Cannot fetch the predictions {uri}: {reason(exc)}.") from None
+        frame = pd.read_parquet(path, columns=["row", "label", "predicted"])
+    frame[["label", "predicted"]] = frame[["label", "predicted"]].astype(str)
+    return frame.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def _next_sequence(client: MlflowClient, name: str) -> int:
+    # Safe only under the promotion lock: read, add one, write.
+    model = retry(lambda: client.get_registered_model(name), "read the model")
+    sequence = int(model.tags.get(SEQUENCE_TAG, "0")) + 1
+    retry(
+        lambda: client.set_registered_model_tag(name, SEQUENCE_TAG, str(sequence)),
+        "count the decision",
+    )
+    return sequence
+
+
+def _record(
+    client: MlflowClient,
+    version: ModelVersion,
+    decision: Decision,
+    champion: str | None,
+    fingerprint: str,
+    sequence: int,
+) -> None:
+    """The decision and its evidence, as tags on the challenger version."""
+    tags = {
+        "decision": "promoted" if decision.promote else "rejected",
+        "reason": decision.reason,
+        "metric": decision.metric,
+        "challenger_value": f"{decision.challenger:.6f}",
+        "champion_value": "none" if decision.champion is None else f"{decision.champion:.6f}",
+        "ci_low": f"{decision.ci_low:.6f}",
+        "ci_high": f"{decision.ci_high:.6f}",
+        "class_f1_deltas": json.dumps(decision.class_f1_deltas, sort_keys=True),
+        "checks": json.dumps(decision.checks, sort_keys=True),
+        "champion_version": champion or "none",
+        "fingerprint": fingerprint,
+        "sequence": str(sequence),
+        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for key, value in tags.items():
+        retry(
+            lambda k=key, v=value: client.set_model_version_tag(
+                version.name, str(version.version), GATE_PREFIX + k, v
+            ),
+            "record the decision",
+        )
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, name: str, timeout_s: float) -> Iterator[None]:
+    """Hold `<name>.promotion-lock` for the duration; see the module docstring.
+
+    Raises:
+        FtpipeError: If another promotion holds the lock for longer than twice `timeout_s`.
+    """
+    lock = name + _LOCK_SUFFIX
+    token = uuid.uuid4().hex
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.monotonic()
+    delay = 0.05
+    while True:
+        tags = {_TOKEN: token, _ACQUIRED: f"{time.time():.3f}", "ftpipe.lock.owner": owner}
+        try:
+            retry(
+                lambda t=tags: client.create_registered_model(
+                    lock, tags=t, description=f"ftpipe promotion lock for {name}; held by {owner}"
+                ),
+                "take the promotion lock",
+            )
+            break
+        except MlflowException as exc:
+            # DOES_NOT_EXIST: MLflow saw the name taken, then found it gone (released in
+            # between); either way another process got there first.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        _break_if_stale(client, lock, timeout_s)
+        if time.monotonic() - started > 2 * timeout_s:
+            raise FtpipeError(
+                f"Another promotion of {name} has held the lock ({lock}) for over "
+                f"{2 * timeout_s:.0f}s. Wait for it, or, if its process died, delete the "
+                f"registered model {lock}; promote.lock_timeout_s sets the wait."
+            )
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 1.5, 1.0)
+    try:
+        yield
+    finally:
+        _release(client, lock, token)
+
+
+def _release(client: MlflowClient, lock: str, token: str) -> None:
+    try:
+        held = retry(lambda: client.get_registered_model(lock), "read the lock")
+        if held.tags.get(_TOKEN) == token:  # never delete a lock that was broken and retaken
+            retry(lambda: client.delete_registered_model(lock), "release the lock")
+    except MlflowException as exc:
+        log.warning("Could not release the promotion lock %s: %s", lock, reason(exc))
+
+
+def _break_if_stale(client: MlflowClient, lock: str, timeout_s: float) -> None:
+    try:
+        held = retry(lambda: client.get_registered_model(lock), "read the lock")
+    except MlflowException:
+        return  # released meanwhile
+    acquired = float(held.tags.get(_ACQUIRED, "inf"))
+    if time.time() - acquired < timeout_s:
+        return
+    stale = held.tags.get(_TOKEN)
+    grave = f"{lock}.stale-{uuid.uuid4().hex[:12]}"
+    try:
+        retry(lambda: client.rename_registered_model(lock, grave), "break the stale lock")
+    except MlflowException:
+        return  # someone else broke or released it first
+    renamed = retry(lambda: client.get_registered_model(grave), "read the broken lock")
+    if renamed.tags.get(_TOKEN) == stale:
+        log.warning("Broke a stale promotion lock %s held since %s", lock, acquired)
+        retry(lambda: client.delete_registered_model(grave), "delete the broken lock")
+        return
+    try:  # a fresh lock was renamed by mistake: give it back
+        client.rename_registered_model(grave, lock)
+    except MlflowException as exc:
+        log.warning("Could not restore the promotion lock %s: %s", lock, reason(exc))
+
+
+def describe(promotion: Promotion) -> dict:
+    """The outcome as plain data (for JSON output and logs)."""
+    return {**asdict(promotion), "changed": promotion.changed}
+
+
+def write_decision(promotion: Promotion, path: Path) -> None:
+    """Write the outcome as JSON (for the pipeline)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(describe(promotion), indent=2, sort_keys=True) + "\n")

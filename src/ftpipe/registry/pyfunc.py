@@ -1,0 +1,42 @@
+"""The MLflow pyfunc model: an ftpipe export directory behind MLflow's `predict` API.
+
+The export directory travels as the model's artifact `export`, unchanged (for LoRA, the
+adapter alone; see `ftpipe.registry.models`). Loading goes through `ftpipe.predict.Predictor`,
+so the three export kinds (transformers, peft, pooled-classifier) all work and tokenize as in
+training. The model is logged "from code" (`pyfunc_code.py`): MLflow stores that file, not a
+pickle, and nothing user-supplied is ever unpickled.
+
+Input: a DataFrame with a `text` column (and `text_pair` for pair models). Output: `label`
+and one `prob_<label>` column per class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+EXPORT_ARTIFACT = "export"
+"""Name of the artifact holding the export directory."""
+
+
+class ExportModel(PythonModel):
+    """Serve an ftpipe classification export."""
+
+    def load_context(self, context) -> None:
+        """Load the export from the model's artifacts."""
+        from ftpipe.predict import Predictor
+
+        self.predictor = Predictor.load(context.artifacts[EXPORT_ARTIFACT])
+
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Labels and class probabilities for each input row."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        texts = frame["text"].astype(str).tolist()
+        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame else None
+        if params and params.get("batch_size"):
+            self.predictor.batch_size = int(params["batch_size"])
+        return self.predictor.frame(self.predictor.probabilities(texts, pairs))

@@ -1,0 +1,263 @@
+"""Tracking: one MLflow run per training run (or Tune trial), and evaluation results.
+
+`TrainingRun` is what the training side calls; it never registers a model:
+
+    with TrainingRun(config) as run:            # params, lineage tags, prep artifacts
+        outcome = train_local(config, ...)      # its reports call run.log_metrics(m, step)
+    # only here, after a clean exit, is the run FINISHED; `register` refuses any other status
+
+An exception ends the run FAILED (KILLED for Ctrl-C) and propagates. Tune trials pass the
+sweep's `parent_run_id` and become nested runs under it. The run id is also written to
+`train.output_dir/tracking.json`, where `ftpipe evaluate` and `ftpipe register` find it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from ftpipe.config.schema import Config, RegistryConfig
+from ftpipe.registry.client import connect, experiment_id, retry
+from ftpipe.registry.lineage import lineage_tags
+from ftpipe.registry.params import flatten, split_params
+
+RECORD = "tracking.json"
+"""File in `train.output_dir` naming the run that trained the model beside it."""
+
+_BATCH = 100
+"""MLflow's cap on params, tags or metrics per logging call (params and tags)."""
+
+_BAD_KEY_CHARS = re.compile(r"[^\w./\- :]")
+
+
+def metric_key(name: str) -> str:
+    """A metric name MLflow accepts: characters it rejects (from label names) become `_`."""
+    return _BAD_KEY_CHARS.sub("_", name)
+
+
+class TrainingRun:
+    """An MLflow run around one training run; see the module docstring.
+
+    Attributes:
+        run_id: The run's id, once entered.
+        client: The MLflow client, once entered.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_name: str | None = None,
+        parent_run_id: str | None = None,
+        pipeline_run_id: str | None = None,
+        tune_trial_id: str | None = None,
+        deepspeed_config: Mapping[str, Any] | None = None,
+        record_dir: str | Path | None = None,
+    ):
+        """Describe the run; nothing is logged before `__enter__`.
+
+        Args:
+            config: The run's resolved config (logged flattened, and hashed for lineage).
+            run_name: Display name; the strategy and config hash by default.
+            parent_run_id: A sweep's run, making this a nested trial run.
+            pipeline_run_id: The pipeline run (else FTPIPE_PIPELINE_RUN_ID / KFP_RUN_ID).
+            tune_trial_id: The Tune trial (else FTPIPE_TUNE_TRIAL_ID).
+            deepspeed_config: The resolved DeepSpeed config, logged as deepspeed.json.
+            record_dir: Where tracking.json goes; `train.output_dir` by default, and nowhere
+                for trial runs (their output directories are Tune's).
+        """
+        self.config = config
+        self.run_name = run_name
+        self.parent_run_id = parent_run_id
+        self.pipeline_run_id = pipeline_run_id
+        self.tune_trial_id = tune_trial_id
+        self.deepspeed_config = deepspeed_config
+        if record_dir is None and parent_run_id is None:
+            record_dir = config.train.output_dir
+        self.record_dir = Path(record_dir) if record_dir is not None else None
+        self.run_id: str | None = None
+        self.client: MlflowClient | None = None
+
+    def __enter__(self) -> TrainingRun:
+        config = self.config
+        self.client = connect(config.registry)
+        tags = lineage_tags(config, None, self.pipeline_run_id, self.tune_trial_id)
+        name = self.run_name or f"{config.strategy.name}-{tags['ftpipe.config_hash'][:8]}"
+        active = retry(
+            lambda: mlflow.start_run(
+                experiment_id=experiment_id(self.client, config.registry.experiment_name),
+                run_name=name,
+                nested=self.parent_run_id is not None or mlflow.active_run() is not None,
+                parent_run_id=self.parent_run_id,
+                tags=tags,
+                log_system_metrics=config.registry.log_system_metrics,
+            ),
+            "start a run",
+        )
+        self.run_id = active.info.run_id
+        try:
+            self._log_inputs()
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        self._record("RUNNING")
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        status = "FINISHED"
+        if kind is not None:
+            status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status)
+        else:  # ended elsewhere or on another thread: set the status directly
+            retry(lambda: self.client.set_terminated(self.run_id, status), "end the run")
+        self._record(status)
+        return False  # never swallow the training error
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log the numeric entries of `metrics` at `step` (e.g. a loop report)."""
+        now = int(time.time() * 1000)
+        step = int(metrics.get("step", 0)) if step is None else step
+        entries = [
+            Metric(metric_key(k), float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        for start in range(0, len(entries), 1000):
+            chunk = entries[start : start + 1000]
+            retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c), "log metrics")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file or directory (sweep results, plots, ...)."""
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, value: Any, artifact_file: str) -> None:
+        """Upload a JSON document."""
+        self.client.log_dict(self.run_id, value, artifact_file)
+
+    def _log_inputs(self) -> None:
+        config = self.config
+        params = flatten(config.model_dump(mode="json"))
+        prep = Path(config.data.output_dir)
+        label_map = prep / "label_map.json"
+        if label_map.is_file():
+            params["labels.id2label"] = json.loads(label_map.read_text())["id2label"]
+        log_params(self.client, self.run_id, params)
+        for path, artifact_dir in (
+            (prep / "stats.json", "prep"),
+            (label_map, "prep"),
+            (prep / "fingerprint.json", "prep"),
+            (Path(config.recommend.output_dir) / "recommendation.json", "recommend"),
+            (Path(config.recommend.output_dir) / "recommendation.txt", "recommend"),
+        ):
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        if self.deepspeed_config is not None:
+            self.log_dict(dict(self.deepspeed_config), "deepspeed.json")
+
+    def _record(self, status: str) -> None:
+        if self.record_dir is None:
+            return
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "run_id": self.run_id,
+            "status": status,
+            "tracking_uri": self.config.registry.tracking_uri,
+            "experiment_name": self.config.registry.experiment_name,
+        }
+        (self.record_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log parameters; values over the length limit go to `params/<key>.json` artifacts."""
+    short, long = split_params(params)
+    entries = [Param(k, v) for k, v in short.items()]
+    for start in range(0, len(entries), _BATCH):
+        chunk = entries[start : start + _BATCH]
+        retry(lambda c=chunk: client.log_batch(run_id, params=c), "log params")
+    if long:
+        with tempfile.TemporaryDirectory(prefix="ftpipe-params-") as staging:
+            for artifact, text in long.items():
+                target = Path(staging, artifact)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            client.log_artifacts(run_id, staging)
+
+
+def read_record(train_output_dir: str | Path) -> dict[str, Any] | None:
+    """The tracking.json a TrainingRun left in `train_output_dir`, if any."""
+    path = Path(train_output_dir) / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_status(registry: RegistryConfig, run_id: str) -> str | None:
+    """A run's status (FINISHED, FAILED, KILLED, RUNNING), or None if there is no such run."""
+    try:
+        return connect(registry).get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
+def log_evaluation(
+    evaluation: Any,
+    config: Config,
+    run_id: str | None = None,
+    model_config: Config | None = None,
+) -> str:
+    """Log an `ftpipe.evaluate.Evaluation` to MLflow and return the run id.
+
+    Into `run_id` (the training run) when given, without changing its status; otherwise into a
+    new run named after the model, tagged with the model's lineage. Metrics are prefixed
+    `eval/`; files go under `evaluation/<fingerprint[:12]>/`, so evaluations on different
+    held-out sets never overwrite each other.
+    """
+    client = connect(config.registry)
+    owned = run_id is None
+    if owned:
+        tags = lineage_tags(model_config) if model_config is not None else {}
+        tags |= {"ftpipe.model_ref": evaluation.model, "ftpipe.stage": "evaluate"}
+        run = retry(
+            lambda: client.create_run(
+                experiment_id(client, config.registry.experiment_name),
+                run_name=f"evaluate-{Path(evaluation.model).name}",
+                tags=tags,
+            ),
+            "start an evaluation run",
+        )
+        run_id = run.info.run_id
+    try:
+        metrics = {f"eval/{k}": v for k, v in evaluation.metrics.items()}
+        now = int(time.time() * 1000)
+        entries = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
+        tags = [
+            RunTag("ftpipe.eval.fingerprint", evaluation.fingerprint),
+            RunTag("ftpipe.eval.model_ref", evaluation.model),
+        ]
+        retry(lambda: client.log_batch(run_id, metrics=entries, tags=tags), "log evaluation")
+        client.log_artifacts(run_id, evaluation.output_dir, evaluation_dir(evaluation.fingerprint))
+    except BaseException:
+        if owned:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    if owned:
+        retry(lambda: client.set_terminated(run_id, "FINISHED"), "end the evaluation run")
+    return run_id
+
+
+def evaluation_dir(fingerprint: str) -> str:
+    """Artifact directory of the evaluation on one held-out set."""
+    return f"evaluation/{fingerprint[:12]}"

@@ -1,0 +1,271 @@
+"""The Ray Tune sweep: one Ray Train run per trial, Ray Train V2's recommended pattern.
+
+Each trial is a small Tune function that builds the trial's config (the base config with the
+sampled dotted paths set) and runs a TorchTrainer for it, whose evaluations reach Tune through
+`TuneReportCallback`; ASHA stops a trial by stopping that function. The driver asks for no
+GPU: only the trials' Ray Train workers do.
+
+Everything a trial shares is absolute: the prep output (prep runs once, before the sweep) and
+the feature cache, so feature-extraction trials run the frozen backbone once per sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftpipe.config import Config
+from ftpipe.config.load import apply_overrides, validate_config
+from ftpipe.config.schema import canonical_json
+from ftpipe.errors import FtpipeError
+from ftpipe.train.outcome import Outcome, finish
+from ftpipe.tune.report import trial_rows, write_plots, write_results
+from ftpipe.tune.space import parse_space
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a sweep leaves behind (all under `tune.output_dir/<sweep name>`)."""
+
+    directory: Path
+    metric: str
+    best_config: Path
+    best_metrics: dict[str, Any]
+    best_checkpoint: str
+    results: Path
+    final: Outcome | None
+
+
+RUN_CONTROLS = ("max_concurrent_trials", "time_budget_s", "final")
+"""tune keys that change how a sweep runs, not what it searches: resuming may change them."""
+
+
+def sweep_name(config: Config) -> str:
+    """A stable name per config (run controls aside), so `--resume` finds the sweep again."""
+    raw = config.model_dump(mode="json")
+    for key in RUN_CONTROLS:
+        raw["tune"].pop(key)
+    return f"sweep-{hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]}"
+
+
+def run_sweep(config: Config, resume: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep, write its outputs, then the final step (`tune.final`).
+
+    Raises:
+        FtpipeError: On an invalid search space, a sweep that exists (without `resume`) or is
+            missing (with it), or a sweep in which no trial reported a metric.
+    """
+    from ftpipe.registry.tracking import TrainingRun
+    from ftpipe.train.ray_train import ensure_ray, higher_is_better
+
+    space = dict(config.tune.search_space) or _suggested_space(config)
+    grid_search = config.tune.search == "grid"
+    samplers = parse_space(config, space, grid=grid_search)
+    base = _absolute_paths(config)
+    base_raw = base.model_dump(mode="json")
+    metric = _metric_name(config)
+    mode = "max" if higher_is_better(config) else "min"
+    name = sweep_name(config)
+    storage = Path(config.tune.output_dir).absolute()
+    directory = storage / name
+    ensure_ray(config.train.ray_address)
+
+    # The sweep is one MLflow run; each trial a run nested under it.
+    with TrainingRun(base, run_name=name, record_dir=storage) as sweep_run:
+        outcome = _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
+                         sweep_run.run_id, resume)  # fmt: skip
+        for path in (outcome.results, outcome.best_config, directory / "best.json",
+                     directory / "metric_vs_lr.png", directory / "trials.png"):  # fmt: skip
+            sweep_run.log_artifact(path, "sweep")
+    return outcome
+
+
+def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage, parent, resume):
+    """Run the trials, then write the results, the best config and the final step."""
+    from ray import tune
+    from ray.tune import RunConfig, TuneConfig, Tuner
+
+    directory = storage / name
+    trainable = tune.with_parameters(
+        _trial, base=base_raw, directory=str(directory), parent_run_id=parent
+    )
+    # The trial function only coordinates its Ray Train run, whose workers hold the CPUs and
+    # GPUs. Tune needs a non-empty request: a token of memory, so even a small share of a CPU
+    # cannot leave a trial's last worker without room.
+    trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
+    if resume:
+        if not Tuner.can_restore(str(directory)):
+            raise FtpipeError(
+                f"tune --resume found no sweep at {directory}. Start it without --resume (the "
+                "same config gives the same sweep name)."
+            )
+        log.info("Resuming %s: finished trials are kept, unfinished ones continue", directory)
+        tuner = Tuner.restore(str(directory), trainable=trainable, resume_errored=True)
+    else:
+        if directory.exists():
+            raise FtpipeError(
+                f"A sweep of this config already exists at {directory}. Pass --resume to "
+                "continue it, or delete the directory to start over."
+            )
+        tuner = Tuner(
+            trainable,
+            param_space={path: s.to_tune(grid_search) for path, s in samplers.items()},
+            tune_config=TuneConfig(
+                metric=metric,
+                mode=mode,
+                search_alg=_search(config, metric, mode),
+                scheduler=_scheduler(config),
+                num_samples=config.tune.num_trials,
+                max_concurrent_trials=config.tune.max_concurrent_trials,
+                time_budget_s=config.tune.time_budget_s,
+            ),
+            run_config=RunConfig(name=name, storage_path=str(storage)),
+        )
+    grid = tuner.fit()
+
+    try:
+        best = grid.get_best_result(metric=metric, mode=mode, scope="all")
+    except RuntimeError:
+        best = None
+    if best is None or best.metrics is None or metric not in best.metrics:
+        raise FtpipeError(
+            f"No trial of {directory} reported {metric}; see the trial errors above. Check the "
+            "search space and train settings with `ftpipe train` on one point first."
+        )
+    rows = trial_rows(grid, metric, mode, lambda params: _trial_config(base_raw, params))
+    results = write_results(rows, directory)
+    write_plots(grid, rows, directory, metric)
+    history = best.metrics_dataframe
+    # Stable: among tied evaluations the first is the one that exported its model.
+    top = history.sort_values(metric, ascending=mode == "min", kind="stable").iloc[0]
+    best_config = _trial_config(base_raw, best.config)
+    best_yaml = directory / "best.yaml"
+    best_yaml.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
+    checkpoint = str(top.get("checkpoint_path", ""))
+    summary = {"metric": metric, "best": float(top[metric]), "config": best.config,
+               "checkpoint": checkpoint, "trial": best.path}  # fmt: skip
+    (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("Best trial: %s=%.4f with %s", metric, top[metric], best.config)
+    final = _final_step(config, best_config, checkpoint, directory, top.to_dict())
+    return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final)
+
+
+def _trial(params: dict[str, Any], base: dict, directory: str, parent_run_id: str) -> None:
+    """One trial: the base config with the sampled values, trained by Ray Train."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ftpipe.registry.tracking import TrainingRun
+    from ftpipe.train.ray_train import build_trainer
+
+    config = _trial_config(base, params)
+    context = tune.get_context()
+    # Beside Tune's own record of the trial, in the sweep's storage (checkpoints must outlive
+    # the Ray session, whose local trial directory is temporary).
+    trial_dir = Path(directory) / Path(context.get_trial_dir()).name
+    config = validate_config(
+        apply_overrides(config.model_dump(mode="json"), [f"train.output_dir={trial_dir}"])
+    )
+    trainer = build_trainer(config, f"train-{context.get_trial_id()}", trial_dir / "ray",
+                            callbacks=[TuneReportCallback()])  # fmt: skip
+    with TrainingRun(config, parent_run_id=parent_run_id,
+                     tune_trial_id=context.get_trial_id()) as run:  # fmt: skip
+        result = trainer.fit()
+        if result.metrics_dataframe is not None:
+            for entry in result.metrics_dataframe.to_dict("records"):
+                run.log_metrics(entry, int(entry["step"]))
+
+
+def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
+    overrides = [f"{path}={yaml.safe_dump(value).strip()}" for path, value in params.items()]
+    return validate_config(apply_overrides(base, overrides))
+
+
+def _absolute_paths(config: Config) -> Config:
+    """Trials run in other directories: pin the shared paths to this one."""
+    raw = config.model_dump(mode="json")
+    raw["data"]["output_dir"] = str(Path(config.data.output_dir).absolute())
+    raw["train"]["cache_dir"] = str(Path(config.train.cache_dir).absolute())
+    uri = config.registry.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # Trials run in other processes and directories: one database for all of them.
+        raw["registry"]["tracking_uri"] = f"sqlite:///{Path(uri[len('sqlite:///') :]).absolute()}"
+    if not (Path(raw["data"]["output_dir"]) / "fingerprint.json").exists():
+        raise FtpipeError(
+            f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
+            "config before the sweep: trials share one prep."
+        )
+    return validate_config(raw)
+
+
+def _suggested_space(config: Config) -> dict[str, str]:
+    path = Path(config.recommend.output_dir) / "recommendation.json"
+    if not path.exists():
+        return {}
+    log.info("tune.search_space is empty: using the space suggested in %s", path)
+    return json.loads(path.read_text())["search_space"]
+
+
+def _metric_name(config: Config) -> str:
+    from ftpipe.train.metrics import resolve_metric
+
+    classification = (Path(config.data.output_dir) / "label_map.json").exists()
+    return resolve_metric(config.train.metric, classification)[0]
+
+
+def _search(config: Config, metric: str, mode: str):
+    if config.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric=metric, mode=mode, seed=config.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent=config.tune.max_concurrent_trials)
+    from ray.tune.search import BasicVariantGenerator
+
+    # A search algorithm of our own must carry the concurrency limit itself.
+    return BasicVariantGenerator(
+        random_state=config.seed, max_concurrent=config.tune.max_concurrent_trials
+    )
+
+
+def _scheduler(config: Config):
+    if config.tune.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # Evaluations are the time axis: one per epoch end or train.eval_every_steps.
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=10**6,
+        grace_period=config.tune.grace_period,
+        reduction_factor=config.tune.reduction_factor,
+    )
+
+
+def _final_step(config, best_config, checkpoint, directory, metrics) -> Outcome | None:
+    if config.tune.final == "none":
+        return None
+    if config.tune.final == "reuse":
+        if not checkpoint or not (Path(checkpoint) / "model").is_dir():
+            raise FtpipeError(
+                f"The best trial's checkpoint {checkpoint or '(none)'} holds no export; set "
+                "tune.final=retrain to train the best config again."
+            )
+        return finish(directory, Path(checkpoint), metrics, metrics)
+    from ftpipe.train.ray_train import train_ray
+
+    raw = best_config.model_dump(mode="json")
+    retrain = apply_overrides(raw, ["train.train_on_eval=true", f"train.output_dir={directory}"])
+    log.info("Retraining the best config on train + eval")
+    outcome = train_ray(validate_config(retrain))
+    shutil.copy(directory / "result.json", directory / "retrain_result.json")
+    return outcome
