@@ -69,9 +69,9 @@ def load_checkpoint(engine: Any, directory: Path, rank: int) -> TrainerState:
     Raises:
         FileNotFoundError: If the directory is not a complete checkpoint.
     """
-    state_file = directory / TRAINER_STATE
-    if not state_file.exists() or not (directory / STATE_TAG).is_dir():
-        raise FileNotFoundError(f"{directory} is not an ftpipe checkpoint (no {TRAINER_STATE})")
+    if not (directory / STATE_TAG).is_dir():
+        raise FileNotFoundError(f"{directory} is not an ftpipe checkpoint (no {STATE_TAG}/)")
+    state = read_trainer_state(directory)
     loaded, _ = engine.load_checkpoint(str(directory), tag=STATE_TAG)
     if loaded is None:
         raise FileNotFoundError(f"DeepSpeed found no state in {directory / STATE_TAG}")
@@ -83,6 +83,18 @@ def load_checkpoint(engine: Any, directory: Path, rank: int) -> TrainerState:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
+    return state
+
+
+def read_trainer_state(directory: Path) -> TrainerState:
+    """The step, early-stopping state and evaluation history saved in a checkpoint.
+
+    Raises:
+        FileNotFoundError: If the directory holds no trainer state.
+    """
+    state_file = directory / TRAINER_STATE
+    if not state_file.exists():
+        raise FileNotFoundError(f"{directory} is not an ftpipe checkpoint (no {TRAINER_STATE})")
     return TrainerState(**json.loads(state_file.read_text()))
 
 

@@ -21,6 +21,7 @@ from ftpipe.config import Config
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import config_hash
 from ftpipe.errors import ConfigError, DataError
+from ftpipe.train.checkpoint import read_trainer_state
 from ftpipe.train.deepspeed import batch_plan
 from ftpipe.train.metrics import resolve_metric
 from ftpipe.train.outcome import Outcome, finish
@@ -63,8 +64,10 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
     name = run_name or f"train-{config_hash(config)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = build_trainer(config, name, output_dir / "ray").fit()
     best_checkpoint, best_metrics = best_of(result, higher_is_better(config))
-    frame = result.metrics_dataframe
-    history = [] if frame is None else frame.to_dict("records")
+    # The full evaluation history lives in the latest checkpoint, which Ray always keeps
+    # (its metrics_dataframe holds only the reports whose checkpoints retention kept).
+    with result.checkpoint.as_directory() as latest:
+        history = read_trainer_state(Path(latest)).history
     with best_checkpoint.as_directory() as directory:
         return finish(output_dir, Path(directory), best_metrics, result.metrics, history)
 
