@@ -15,7 +15,7 @@ CONFIG ?= configs/demo.yaml
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install run test lint format lock clean
+.PHONY: install run compile test lint format lock clean
 
 install: $(VENV)/.installed
 
@@ -26,10 +26,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --constraint constraints.txt --editable ".[dev]"
 	touch $@
 
+# The whole DAG (prep → recommend → tune → train → evaluate → register → promote) through
+# the KFP local runner, with local Ray and MLflow on sqlite.
 run: install
-	$(BIN)/ftpipe prep --config $(CONFIG)
-	$(BIN)/ftpipe recommend --config $(CONFIG)
-	$(BIN)/ftpipe train --config $(CONFIG)
+	$(BIN)/ftpipe run --config $(CONFIG)
+
+# The pipeline's IR YAML for a Kubeflow cluster: generated, never edited by hand.
+compile: install
+	$(BIN)/ftpipe compile --config $(CONFIG) --output build/finetune.yaml
 
 test: install
 	$(BIN)/pytest -m "not gpu"
@@ -88,4 +92,4 @@ undeploy:
 	kubectl delete -k infra/overlays/$(OVERLAY) --ignore-not-found
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs build .pytest_cache .ruff_cache

@@ -56,11 +56,11 @@ FTPIPE = [str(Path(sys.executable).with_name("ftpipe"))]
 """The console script pyproject.toml installs beside this interpreter."""
 
 
-def ftpipe(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def ftpipe(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the ftpipe console script as a user would, offline, capturing its output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [*FTPIPE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [*FTPIPE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -148,9 +148,10 @@ def tune(
     ] = False,
 ) -> None:
     """Sweep learning rate, freeze depth and strategy with Ray Tune; one Ray Train run per trial."""
+    from ftpipe.strategies.recommend import resolve_auto
     from ftpipe.tune.sweep import run_sweep
 
-    cfg = load_config(config, overrides or [])
+    cfg = resolve_auto(load_config(config, overrides or []))
     outcome = run_sweep(cfg, resume=resume)
     best = outcome.best_metrics[outcome.metric]
     out.print(f"Best {outcome.metric}: {best:.4f} (checkpoint {outcome.best_checkpoint})")
@@ -211,6 +212,13 @@ def _configure_logging() -> None:
     )
     for noisy in ("datasets", "filelock", "fsspec", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_command(argv: list[str]) -> None:
+    """Run one ftpipe command in this process (a pipeline stage); errors propagate."""
+    if not logging.getLogger().handlers:
+        _configure_logging()
+    app(args=argv, prog_name="ftpipe", standalone_mode=False)
 
 
 def main() -> None:
@@ -322,6 +330,12 @@ def register(
         ),
     ] = None,
     run_id: RunId = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", help="Also write the new version as JSON here.", show_default=False
+        ),
+    ] = None,
     evaluation: Annotated[
         Path | None,
         typer.Option(
@@ -344,6 +358,9 @@ def register(
         found = None  # the last evaluation was of another model
     run = _training_run(cfg, str(model) if model else None, run_id)
     version = register_model(cfg, directory, run, found)
+    if output is not None:
+        record = {"name": version.name, "version": str(version.version), "run_id": version.run_id}
+        output.write_text(json.dumps(record) + "\n")
     out.print(
         f"Registered {version.name} version {version.version} (alias challenger) from run "
         f"{version.run_id}."
@@ -371,12 +388,23 @@ def promote(
             show_default=False,
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show the gate's decision; record and move nothing."),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Also write the outcome as JSON here.", show_default=False),
+    ] = None,
 ) -> None:
     """Make the challenger `champion` only if the promotion gate shows it is better."""
     from ftpipe.registry.promote import promote as run_gate
+    from ftpipe.registry.promote import write_decision
 
     cfg = load_config(config, overrides or [])
-    result = run_gate(cfg, version)
+    result = run_gate(cfg, version, dry_run=dry_run)
+    if output is not None:
+        write_decision(result, output)
     decision = result.decision
     if decision is None:
         out.print(f"Version {result.version} of {result.name} already is champion; nothing to do.")
@@ -401,7 +429,10 @@ def promote(
     for check, passed in decision.checks.items():
         table.add_row(f"check: {check}", "pass" if passed else "FAIL")
     out.print(table)
-    if result.changed:
+    if dry_run:
+        verdict = "would be promoted" if decision.promote else "would not be promoted"
+        out.print(f"DRY RUN: version {result.version} of {result.name} {verdict}.")
+    elif result.changed:
         out.print(f"PROMOTED: version {result.version} of {result.name} is now champion.")
     else:
         kept = f"version {result.champion_before}" if result.champion_before else "no version"
@@ -485,3 +516,135 @@ def predict(
     rows = predict_file(predictor, input_file, target, text_column, pair_column)
     seconds = time.perf_counter() - started
     out.print(f"Wrote {rows:,} predictions to {target} in {seconds:.1f}s.")
+
+
+# --- the pipeline: run locally, compile, submit and schedule on Kubeflow ------------------
+
+Host = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        help="The KFP API endpoint, e.g. https://kubeflow.example.com/pipeline. Auth comes "
+        "from the environment: KFP_TOKEN, KFP_COOKIES or KF_PIPELINES_SA_TOKEN_PATH.",
+        show_default=False,
+    ),
+]
+RayAddress = Annotated[
+    str,
+    typer.Option(
+        "--ray-address",
+        help="The KubeRay head's Jobs API (http://HEAD-svc:8265) where tune and train run. "
+        "Empty: they run Ray inside their own pods.",
+    ),
+]
+MlflowUri = Annotated[
+    str,
+    typer.Option(
+        "--mlflow-uri", help="MLflow tracking URI for the run. Empty: registry.tracking_uri."
+    ),
+]
+Experiment = Annotated[str, typer.Option("--experiment", help="The KFP experiment to run in.")]
+
+
+@app.command(hidden=True)
+def stage(spec: Annotated[Path, typer.Argument(help="The stage's stage.json.")]) -> None:
+    """Run one pipeline stage from its spec (what a Ray job runs on the cluster)."""
+    from ftpipe.stage import execute
+
+    execute(spec)
+
+
+@app.command()
+def run(config: ConfigOption, overrides: Overrides = None) -> None:
+    """Run the whole pipeline on this machine: the KFP local runner, local Ray, MLflow."""
+    from pipelines.local import run_local
+
+    cfg = load_config(config, overrides or [])
+    started = time.perf_counter()
+    summary = run_local(cfg)
+    minutes, seconds = divmod(time.perf_counter() - started, 60)
+    out.print(f"Pipeline {cfg.pipeline.name} finished in {minutes:.0f}m{seconds:02.0f}s.")
+    for line in summary.lines():
+        out.print(line)
+
+
+@app.command("compile")
+def compile_command(
+    config: ConfigOption,
+    overrides: Overrides = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the pipeline IR YAML.")
+    ] = Path("build/finetune.yaml"),
+) -> None:
+    """Compile the pipeline (images and pod settings from the config's `pipeline` section)."""
+    from pipelines.finetune import compile_pipeline
+
+    cfg = load_config(config, overrides or [])
+    out.print(f"Wrote {compile_pipeline(cfg, output)}")
+
+
+def _pipeline_arguments(cfg: Config, ray_address: str, mlflow_uri: str) -> dict[str, str]:
+    return {
+        "config": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        "ray_address": ray_address,
+        "mlflow_uri": mlflow_uri,
+    }
+
+
+@app.command()
+def submit(
+    config: ConfigOption,
+    host: Host,
+    overrides: Overrides = None,
+    ray_address: RayAddress = "",
+    mlflow_uri: MlflowUri = "",
+    experiment: Experiment = "ftpipe",
+) -> None:
+    """Compile the pipeline and start one run of it on a Kubeflow Pipelines endpoint."""
+    import tempfile
+
+    from pipelines.finetune import compile_pipeline
+    from pipelines.remote import submit as submit_run
+
+    cfg = load_config(config, overrides or [])
+    with tempfile.TemporaryDirectory() as work:
+        package = compile_pipeline(cfg, Path(work) / "pipeline.yaml")
+        name = f"{cfg.pipeline.name}-{config_hash(cfg)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        started = submit_run(host, package, _pipeline_arguments(cfg, ray_address, mlflow_uri),
+                             experiment, name)  # fmt: skip
+    out.print(f"Started run {started.run_id}: {started.url}")
+
+
+@app.command()
+def schedule(
+    config: ConfigOption,
+    host: Host,
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron", help='When to run, as a 5-field cron line, e.g. "0 3 * * *" (03:00).'
+        ),
+    ],
+    overrides: Overrides = None,
+    ray_address: RayAddress = "",
+    mlflow_uri: MlflowUri = "",
+    experiment: Experiment = "ftpipe",
+) -> None:
+    """Create a recurring run of the pipeline on a Kubeflow Pipelines endpoint."""
+    import tempfile
+
+    from pipelines.finetune import compile_pipeline
+    from pipelines.remote import schedule as schedule_runs
+
+    cfg = load_config(config, overrides or [])
+    with tempfile.TemporaryDirectory() as work:
+        package = compile_pipeline(cfg, Path(work) / "pipeline.yaml")
+        created = schedule_runs(
+            host,
+            package,
+            _pipeline_arguments(cfg, ray_address, mlflow_uri),
+            cron,
+            experiment,
+            f"{cfg.pipeline.name}-{config_hash(cfg)[:8]}",
+        )
+    out.print(f"Scheduled {created.recurring_run_id} at cron {created.cron!r}: {created.url}")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ftpipe.artifacts import localize
 from ftpipe.config.schema import canonical_json
 from ftpipe.data.labels import LabelMap
 from ftpipe.errors import DataError
@@ -105,7 +106,7 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     """
     import pyarrow.parquet as pq
 
-    prep_dir = Path(prep_dir)
+    prep_dir = localize(prep_dir)
     if not (prep_dir / "label_map.json").is_file():
         raise DataError(
             f"{prep_dir} holds no classification prep output (no label_map.json). Run "

@@ -462,11 +462,76 @@ class RegistryConfig(Section):
     """Sample CPU, memory, disk and (with pynvml) GPU use into each training run."""
 
 
+class Toleration(Section):
+    """A Kubernetes toleration, so a stage's pod may run on tainted (e.g. GPU) nodes."""
+
+    key: str
+    """The taint key, e.g. nvidia.com/gpu."""
+    operator: Literal["Equal", "Exists"] = "Exists"
+    """Equal matches `value`; Exists matches any value of the key."""
+    value: str | None = None
+    """The taint value (with operator Equal)."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to tolerate; all effects when unset."""
+
+
+class StageConfig(Section):
+    """How one pipeline stage's pod runs on a Kubeflow cluster (the local runner ignores it)."""
+
+    image: str | None = None
+    """Container image of this stage; default pipeline.image."""
+    cpu: str | None = None
+    """CPU request and limit, e.g. "2" or "500m"; unset leaves it to the cluster."""
+    memory: str | None = None
+    """Memory request and limit, e.g. "8G"; unset leaves it to the cluster."""
+    gpu: int = Field(default=0, ge=0)
+    """GPUs for the stage's own pod (Ray workers get theirs from the Ray cluster)."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """The Kubernetes resource name of the GPUs."""
+    node_selector: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
+    """Node labels the pod must match, e.g. {pool: cpu}."""
+    tolerations: tuple[Toleration, ...] = ()
+    """Taints the pod tolerates."""
+    retries: int = Field(default=0, ge=0, le=10)
+    """Retries of a failed stage (KFP retry policy); the first retry waits backoff_s."""
+    backoff_s: float = Field(default=60.0, gt=0)
+    """Wait before the first retry; each further retry waits twice as long, at most 1 h."""
+    caching: bool = True
+    """Reuse the stage's outputs when its inputs (config hash and data fingerprint) repeat."""
+
+
+def _stage(**defaults: Any) -> Any:
+    return Field(default_factory=lambda: StageConfig(**defaults))
+
+
+class PipelineStages(Section):
+    """Per-stage pod settings of the Kubeflow pipeline."""
+
+    prep: StageConfig = _stage(cpu="2", memory="8G")
+    """The prep stage: load, validate, split, tokenize."""
+    recommend: StageConfig = _stage(cpu="2", memory="8G")
+    """The recommend stage: the linear probe on frozen features."""
+    tune: StageConfig = _stage(cpu="1", memory="2G", retries=2)
+    """The tune stage: drives a Ray Tune sweep (the trials run on Ray)."""
+    train: StageConfig = _stage(cpu="1", memory="2G", retries=2)
+    """The train stage: drives a Ray Train run (the workers run on Ray)."""
+    evaluate: StageConfig = _stage(cpu="2", memory="8G")
+    """The evaluate stage: scores the model on the held-out split."""
+    registry: StageConfig = _stage(cpu="1", memory="2G")
+    """The register and promote stages: MLflow calls only."""
+
+
 class PipelineConfig(Section):
-    """Where the DAG runs."""
+    """The Kubeflow pipeline: its name, images and per-stage pod settings."""
 
     name: str = "ftpipe-finetune"
     """Kubeflow pipeline name."""
+    image: str = "ftpipe:cpu"
+    """Default container image of every stage (built by `make images`, infra/docker)."""
+    stages: PipelineStages = Field(default_factory=PipelineStages)
+    """Per-stage pod settings: image, resources, node selector, tolerations, retries."""
+    local_root: str = "outputs/pipeline"
+    """Where `ftpipe run` (the KFP local runner) keeps each stage's artifacts and its cache."""
 
 
 class EvaluateConfig(Section):

@@ -113,6 +113,22 @@ def run_prep(config: Config) -> PrepResult:
     return PrepResult(output_dir, data_fingerprint, stats)
 
 
+def input_fingerprint(config: Config) -> str:
+    """The fingerprint `run_prep` will write, from the inputs' bytes and the tokenizer alone.
+
+    The pipeline computes it first, uncached, so that prep and every stage after it are
+    cached on what the data is rather than on where it lies.
+    """
+    data = config.data
+    digests = {
+        role: _read(source, config).digest
+        for role, source in (("train", data.train), ("eval", data.eval))
+        if source is not None
+    }
+    identity = prep_identity(config, digests, tokenizer_digest(load_tokenizer(config.model)))
+    return fingerprint(identity)
+
+
 def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[str, str]]:
     """Read and validate the inputs; return the train and eval examples, labels and digests."""
     data = config.data

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from ftpipe.artifacts import localize
 from ftpipe.data.labels import LabelMap
 from ftpipe.errors import DataError
 
@@ -69,7 +70,7 @@ def load_prepared(directory: str | Path) -> PreparedData:
     Raises:
         DataError: If the directory is not a complete prep output.
     """
-    directory = Path(directory)
+    directory = localize(directory)  # on a cluster: the artifact's object-storage URI
     if not (directory / "fingerprint.json").exists():
         raise DataError(
             f"{directory} is not a prep output (no fingerprint.json). Run `ftpipe prep` with the "

@@ -15,6 +15,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from ftpipe.artifacts import localize
 from ftpipe.config.schema import Config, ModelConfig, config_hash
 from ftpipe.hub import resolve_model
 
@@ -68,7 +69,7 @@ def lineage_tags(
 def read_fingerprint(prep_dir: str | Path) -> str:
     """The data fingerprint prep wrote, or "unknown" when the prep output is not here."""
     try:
-        return json.loads((Path(prep_dir) / "fingerprint.json").read_text())["fingerprint"]
+        return json.loads((localize(prep_dir) / "fingerprint.json").read_text())["fingerprint"]
     except (OSError, ValueError, KeyError):
         return "unknown"
 

@@ -101,8 +101,12 @@ def policy(config: Config) -> Policy:
     )
 
 
-def promote(config: Config, version: str | None = None) -> Promotion:
+def promote(config: Config, version: str | None = None, dry_run: bool = False) -> Promotion:
     """Gate version `version` (default: the `challenger` alias) against the champion.
+
+    With `dry_run` the gate decides and nothing is recorded or moved: the pipeline asks first,
+    then promotes in a step of its own only when the answer is yes (the gate is seeded, so the
+    real call decides the same).
 
     Raises:
         FtpipeError: If there is no such version, it has no evaluation, or the champion was
@@ -151,6 +155,8 @@ def promote(config: Config, version: str | None = None) -> Promotion:
                 f"The predictions of versions {mine_version} and {before} do not cover "
                 f"the same rows ({exc}); evaluate both again."
             ) from None
+        if dry_run:
+            return Promotion(name, mine_version, before, before, decision, 0)
         sequence = _next_sequence(client, name)
         _record(client, challenger, decision, before, fingerprint, sequence)
         after = before
@@ -358,3 +364,9 @@ def write_decision(promotion: Promotion, path: Path) -> None:
     """Write the outcome as JSON (for the pipeline)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(describe(promotion), indent=2, sort_keys=True) + "\n")
+
+
+def champion(config: Config) -> str | None:
+    """The version the `champion` alias points at, or None."""
+    found = _alias(connect(config.registry), config.registry.model_name, CHAMPION)
+    return str(found.version) if found else None

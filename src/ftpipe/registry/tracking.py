@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from ftpipe.artifacts import localize
 from ftpipe.config.schema import Config, RegistryConfig
 from ftpipe.registry.client import connect, experiment_id, retry
 from ftpipe.registry.lineage import lineage_tags
@@ -152,7 +153,7 @@ class TrainingRun:
     def _log_inputs(self) -> None:
         config = self.config
         params = flatten(config.model_dump(mode="json"))
-        prep = Path(config.data.output_dir)
+        prep = localize(config.data.output_dir)
         label_map = prep / "label_map.json"
         if label_map.is_file():
             params["labels.id2label"] = json.loads(label_map.read_text())["id2label"]

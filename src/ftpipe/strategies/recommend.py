@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ftpipe.artifacts import localize
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import Config
 from ftpipe.data.features import extract_features, pooling_for
@@ -94,7 +95,7 @@ def resolve_auto(config: Config) -> Config:
     """
     if config.strategy.name != "auto":
         return config
-    path = Path(config.recommend.output_dir) / "recommendation.json"
+    path = localize(config.recommend.output_dir) / "recommendation.json"
     if not path.exists():
         raise FtpipeError(
             f"strategy.name=auto needs a recommendation, and {path} does not exist. Run "

@@ -17,10 +17,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from ftpipe.artifacts import absolute, localize
 from ftpipe.config import Config
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import config_hash
-from ftpipe.errors import ConfigError, DataError
+from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.train.checkpoint import read_trainer_state
 from ftpipe.train.deepspeed import batch_plan
 from ftpipe.train.metrics import resolve_metric
@@ -93,7 +94,7 @@ def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[
         _worker,
         train_loop_config={
             "config": config.model_dump(mode="json"),
-            "prep_dir": str(Path(config.data.output_dir).absolute()),
+            "prep_dir": absolute(config.data.output_dir),  # each worker localizes a URI
             "cwd": os.getcwd(),
         },
         scaling_config=ScalingConfig(
@@ -123,7 +124,7 @@ def preflight(config: Config, use_gpu: bool) -> None:
         FtpipeError: On a missing prep, a batch that does not split, half precision without
             GPUs, or too little data for one global batch.
     """
-    prep = Path(config.data.output_dir)
+    prep = localize(config.data.output_dir)
     if not (prep / "stats.json").exists():
         raise DataError(
             f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
@@ -145,7 +146,7 @@ def preflight(config: Config, use_gpu: bool) -> None:
 
 def higher_is_better(config: Config) -> bool:
     """Whether the run's early-stopping metric improves upwards (read from its prep)."""
-    classification = (Path(config.data.output_dir) / "label_map.json").exists()
+    classification = (localize(config.data.output_dir) / "label_map.json").exists()
     return resolve_metric(config.train.metric, classification)[1]
 
 
@@ -184,3 +185,53 @@ def _worker(loop_config: dict[str, Any]) -> None:
     with opened as resume_from:
         train(config, load_prepared(loop_config["prep_dir"]), ctx, report,
               Path(resume_from) if resume_from else None)  # fmt: skip
+
+
+def submit_job(address: str, argv: list[str], working_dir: Path, name: str) -> None:
+    """Run `ftpipe ARGV` as a Ray job on the cluster at `address`, streaming its log here.
+
+    The Ray Jobs API runs the command on the cluster's head with `working_dir` uploaded as
+    its working directory; Ray reads the auth token from RAY_AUTH_TOKEN when the cluster
+    has token authentication on.
+
+    Raises:
+        FtpipeError: If the job server cannot be reached or the job does not succeed.
+    """
+    import asyncio
+    import shlex
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+        for attempt in range(30):
+            try:
+                job = client.submit_job(
+                    entrypoint=shlex.join(["ftpipe", *argv]),
+                    submission_id=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                    runtime_env={
+                        "working_dir": str(working_dir),
+                        "env_vars": {"HF_HUB_OFFLINE": "1"},
+                    },
+                )
+                break
+            except RuntimeError as exc:  # a head that just started has no job agent yet
+                if "No available agent" not in str(exc) or attempt == 29:
+                    raise
+                time.sleep(2)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise FtpipeError(
+            f"Cannot submit to the Ray job server at {address}: {exc}. Pass the head's "
+            "dashboard address (http://HEAD:8265) as the Ray address, with RAY_AUTH_TOKEN set "
+            "when the cluster has token authentication on."
+        ) from None
+
+    async def stream() -> None:
+        async for lines in client.tail_job_logs(job):
+            print(lines, end="", flush=True)
+
+    asyncio.run(stream())
+    status = client.get_job_status(job)
+    if status != JobStatus.SUCCEEDED:
+        message = client.get_job_info(job).message
+        raise FtpipeError(f"Ray job {job} at {address} ended {status}: {message}")

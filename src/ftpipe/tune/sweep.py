@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ftpipe.artifacts import absolute, absolute_tracking_uri, localize
 from ftpipe.config import Config
 from ftpipe.config.load import apply_overrides, validate_config
 from ftpipe.config.schema import canonical_json
@@ -193,13 +194,10 @@ def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
 def _absolute_paths(config: Config) -> Config:
     """Trials run in other directories: pin the shared paths to this one."""
     raw = config.model_dump(mode="json")
-    raw["data"]["output_dir"] = str(Path(config.data.output_dir).absolute())
+    raw["data"]["output_dir"] = absolute(config.data.output_dir)
     raw["train"]["cache_dir"] = str(Path(config.train.cache_dir).absolute())
-    uri = config.registry.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # Trials run in other processes and directories: one database for all of them.
-        raw["registry"]["tracking_uri"] = f"sqlite:///{Path(uri[len('sqlite:///') :]).absolute()}"
-    if not (Path(raw["data"]["output_dir"]) / "fingerprint.json").exists():
+    raw["registry"]["tracking_uri"] = absolute_tracking_uri(config.registry.tracking_uri)
+    if not (localize(config.data.output_dir) / "fingerprint.json").exists():
         raise FtpipeError(
             f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
             "config before the sweep: trials share one prep."
@@ -208,7 +206,7 @@ def _absolute_paths(config: Config) -> Config:
 
 
 def _suggested_space(config: Config) -> dict[str, str]:
-    path = Path(config.recommend.output_dir) / "recommendation.json"
+    path = localize(config.recommend.output_dir) / "recommendation.json"
     if not path.exists():
         return {}
     log.info("tune.search_space is empty: using the space suggested in %s", path)
@@ -218,7 +216,7 @@ def _suggested_space(config: Config) -> dict[str, str]:
 def _metric_name(config: Config) -> str:
     from ftpipe.train.metrics import resolve_metric
 
-    classification = (Path(config.data.output_dir) / "label_map.json").exists()
+    classification = (localize(config.data.output_dir) / "label_map.json").exists()
     return resolve_metric(config.train.metric, classification)[0]
 
 

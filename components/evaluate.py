@@ -1,0 +1,39 @@
+"""Score the trained model on the held-out split (`ftpipe evaluate`)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def evaluate(
+    config: Input[Artifact],
+    mlflow_uri: str,
+    run_id: str,
+    prepared: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> None:
+    """Per-class metrics, calibration and latency, logged to the training run."""
+    import json
+    from pathlib import Path
+
+    from ftpipe.evaluate import Evaluation
+    from ftpipe.stage import Stage, run_stage
+
+    options = ["--model", model.path, "--run-id", run_id]
+    run_stage(
+        Stage(
+            "evaluate",
+            inputs={"data.output_dir": (prepared.path, prepared.uri)},
+            outputs={"evaluate.output_dir": (evaluation.path, evaluation.uri)},
+            options=options + ([f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []),
+        ),
+        config.path,
+    )
+    found = Evaluation.load(Path(evaluation.path) / "evaluation.json")
+    lines = ["# Evaluation", "", "| metric | value |", "| --- | ---: |"]
+    for key, value in sorted(found.metrics.items()):
+        metrics.log_metric(key, float(value))
+        lines.append(f"| {key} | {value:.4f} |")
+    Path(report.path).write_text("\n".join(lines) + "\n")
+    Path(metrics.path).write_text(json.dumps(found.metrics))  # what KFP's cache checks exists

@@ -1,0 +1,44 @@
+"""The first two steps: identify the inputs, then prepare them (`ftpipe prep`)."""
+
+from typing import NamedTuple
+
+from kfp.dsl import Dataset, Markdown, Output
+
+
+def identify(config: str) -> NamedTuple("Identity", [("data_fingerprint", str),
+                                                     ("config_hash", str)]):  # fmt: skip
+    """The data fingerprint and config hash: the keys that every later stage caches on.
+
+    It always runs (uncached): reading the inputs' bytes is how a changed file is noticed.
+    """
+    from collections import namedtuple
+
+    from ftpipe.config import config_hash
+    from ftpipe.data.prep import input_fingerprint
+    from ftpipe.stage import load_stage_config
+
+    cfg = load_stage_config(config)
+    identity = namedtuple("Identity", ["data_fingerprint", "config_hash"])
+    return identity(input_fingerprint(cfg), config_hash(cfg))
+
+
+def prep(
+    config: str, data_fingerprint: str, prepared: Output[Dataset], report: Output[Markdown]
+) -> None:
+    """Load, validate, split and tokenize the data (`ftpipe prep`)."""
+    import json
+    from pathlib import Path
+
+    from ftpipe.reports import prep_report
+    from ftpipe.stage import Stage, run_stage
+
+    outputs = {"data.output_dir": (prepared.path, prepared.uri)}
+    run_stage(Stage("prep", outputs=outputs), config)
+    stats = json.loads((Path(prepared.path) / "stats.json").read_text())
+    if stats["fingerprint"] != data_fingerprint:
+        raise RuntimeError(f"prep wrote {stats['fingerprint']}, identify saw {data_fingerprint}")
+    prepared.metadata.update(
+        {"fingerprint": data_fingerprint}
+        | {f"{name}_rows": split["rows"] for name, split in stats["splits"].items()}
+    )
+    Path(report.path).write_text(prep_report(Path(prepared.path)))

@@ -1,0 +1,50 @@
+"""Fine-tune the best configuration on Ray Train + DeepSpeed (`ftpipe train`)."""
+
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def train(
+    config: Input[Artifact],
+    ray_address: str,
+    mlflow_uri: str,
+    prepared: Input[Dataset],
+    recommendation: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> NamedTuple("Trained", [("run_id", str)]):
+    """Train with `config` (the sweep's best); the export is the `model` artifact."""
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from ftpipe.stage import Stage, run_stage
+
+    # `ftpipe train` exports to train.output_dir/model: make that the artifact's path.
+    parent = (str(Path(model.path).parent), model.uri.rsplit("/", 1)[0])
+    run_stage(
+        Stage(
+            "train",
+            inputs={
+                "data.output_dir": (prepared.path, prepared.uri),
+                "recommend.output_dir": (recommendation.path, recommendation.uri),
+            },
+            outputs={"train.output_dir": parent},
+            options=[f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else [],
+        ),
+        config.path,
+        ray_address,
+    )
+    directory = Path(model.path)
+    manifest = json.loads((directory / "ftpipe.json").read_text())
+    best = json.loads((directory / "metrics.json").read_text())
+    scores = {k: float(best[k]) for k in ("accuracy", "macro_f1", "loss", "perplexity", "step")
+              if k in best}  # fmt: skip
+    for key, value in scores.items():
+        metrics.log_metric(key, value)
+    # The UI reads the metadata; the file is what KFP's cache checks still exists.
+    Path(metrics.path).write_text(json.dumps(scores))
+    model.metadata.update({"strategy": manifest["strategy"], "base_model": manifest["base_model"]})
+    record = json.loads((directory.parent / "tracking.json").read_text())
+    return namedtuple("Trained", ["run_id"])(record["run_id"])

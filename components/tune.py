@@ -1,0 +1,48 @@
+"""Sweep the search space with Ray Tune (`ftpipe tune`)."""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+
+
+def tune(
+    config: str,
+    config_hash: str,
+    ray_address: str,
+    mlflow_uri: str,
+    prepared: Input[Dataset],
+    recommendation: Input[Artifact],
+    sweep: Output[Artifact],
+    best_config: Output[Artifact],
+    results: Output[Dataset],
+    report: Output[HTML],
+) -> str:
+    """Run the sweep; the best trial's complete config is the `best_config` artifact (YAML).
+
+    `config_hash` is not read: it is here so that KFP's cache keys on it.
+    """
+    import shutil
+    from pathlib import Path
+
+    from ftpipe.reports import sweep_report
+    from ftpipe.stage import Stage, run_stage
+
+    overrides = ["tune.final=none"] + (
+        [f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []
+    )
+    run_stage(
+        Stage(
+            "tune",
+            inputs={
+                "data.output_dir": (prepared.path, prepared.uri),
+                "recommend.output_dir": (recommendation.path, recommendation.uri),
+            },
+            outputs={"tune.output_dir": (sweep.path, sweep.uri)},
+            options=overrides,
+        ),
+        config,
+        ray_address,
+    )
+    directory = next(Path(sweep.path).glob("sweep-*"))
+    shutil.copy(directory / "best.yaml", best_config.path)
+    shutil.copy(directory / "results.csv", results.path)
+    Path(report.path).write_text(sweep_report(directory))
+    return directory.name

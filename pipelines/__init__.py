@@ -1,0 +1,1 @@
+"""KFP pipeline definitions (`finetune`), the local runner and the client for clusters."""

@@ -1,0 +1,105 @@
+"""Run one pipeline stage: an `ftpipe` command whose inputs and outputs are artifacts.
+
+A KFP component (components/) names its stage's command and which config keys its artifacts
+fill; this module runs it, so every stage is the command a person would type. Without a Ray
+address the command runs in this process. With one, tune and train run as a Ray job on the
+cluster instead: the config travels in the job's working directory, inputs are read from
+their object-storage URIs by whoever needs them (`ftpipe.artifacts`), and the outputs are
+written on the cluster and published to their URIs when the command succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ftpipe.artifacts import is_uri, localize, publish
+from ftpipe.config import Config
+from ftpipe.config.load import validate_config
+
+SPEC = "stage.json"
+CONFIG = "config.yaml"
+
+
+@dataclass
+class Stage:
+    """One `ftpipe` command, with its artifacts as config overrides.
+
+    Each artifact is a pair [local path, URI], as KFP gives them: the command uses the path
+    when it runs here and the URI when it runs as a Ray job on the cluster.
+
+    Attributes:
+        command: The `ftpipe` subcommand (prep, recommend, tune, train, ...).
+        inputs: Config key -> artifact the command reads.
+        outputs: Config key -> artifact the command writes.
+        options: Further command-line options, e.g. ["--model", PATH].
+    """
+
+    command: str
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    options: list[str] = field(default_factory=list)
+
+
+def config_text(config: str) -> str:
+    """The config's YAML: `config` is either YAML text or the path of a YAML file."""
+    if "\n" not in config and Path(config).is_file():
+        return Path(config).read_text()
+    return config
+
+
+def load_stage_config(config: str) -> Config:
+    """The validated config of a stage (YAML text or a path)."""
+    return validate_config(yaml.safe_load(config_text(config)), "the pipeline's config")
+
+
+def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
+    """Run `stage` with `config` (YAML text or a path): here, or as a Ray job at the address.
+
+    Raises:
+        FtpipeError: If the command fails (the message is the command's own).
+    """
+    remote = bool(ray_address)
+    pick = 1 if remote else 0
+    spec = {
+        "command": stage.command,
+        "options": stage.options,
+        "inputs": {key: pair[pick] for key, pair in stage.inputs.items()},
+        "outputs": {key: pair[pick] for key, pair in stage.outputs.items()},
+    }
+    with tempfile.TemporaryDirectory(prefix=f"ftpipe-{stage.command}-") as work:
+        directory = Path(work)
+        (directory / CONFIG).write_text(config_text(config))
+        (directory / SPEC).write_text(json.dumps(spec))
+        if not remote:
+            execute(directory / SPEC)
+            return
+        from ftpipe.train.ray_train import submit_job
+
+        submit_job(ray_address, ["stage", SPEC], directory, f"ftpipe-{stage.command}")
+    for path, uri in stage.outputs.values():  # what KFP uploads is what sits at the path
+        if localize(uri).resolve() != Path(path).resolve():
+            shutil.copytree(localize(uri), path, dirs_exist_ok=True)
+
+
+def execute(spec: Path) -> None:
+    """Run the stage described in `spec` (beside its config); publish outputs that are URIs."""
+    from ftpipe.cli import run_command
+
+    stage = json.loads(spec.read_text())
+    with tempfile.TemporaryDirectory(prefix="ftpipe-outputs-") as scratch:
+        local = {
+            key: str(Path(scratch) / key) if is_uri(target) else target
+            for key, target in stage["outputs"].items()
+        }
+        overrides = [f"{key}={value}" for key, value in {**stage["inputs"], **local}.items()]
+        run_command([stage["command"], "-c", str(spec.with_name(CONFIG)), *stage["options"],
+                     *overrides])  # fmt: skip
+        for key, target in stage["outputs"].items():
+            if is_uri(target):
+                publish(Path(local[key]), target)

@@ -1,0 +1,66 @@
+"""The pipeline compiles, and the config's `pipeline` section shapes every stage's pod."""
+
+from __future__ import annotations
+
+import yaml
+
+from ftpipe.config import load_config
+from pipelines.finetune import compile_pipeline
+
+STAGES = ("identify", "prep", "recommend", "tune", "train", "evaluate", "register", "promote")
+
+
+def _documents(path):
+    """The pipeline spec, and the Kubernetes platform spec (empty when nothing needs one)."""
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    return spec, platform[0] if platform else {}
+
+
+def test_the_demo_pipeline_compiles_with_every_stage_and_a_gated_promote(tmp_path):
+    spec, _ = _documents(compile_pipeline(load_config("configs/demo.yaml"), tmp_path / "p.yaml"))
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "config", "ray_address", "mlflow_uri"
+    }  # fmt: skip
+    tasks = spec["root"]["dag"]["tasks"]
+    inner = tasks["condition-1"]["componentRef"]["name"]
+    assert set(tasks) | set(spec["components"][inner]["dag"]["tasks"]) >= {*STAGES, "condition-1"}
+    # promote runs only when the gate said so.
+    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "register-Output" in condition and "'promote'" in condition
+    # Registry writes and input identification never come from a cache.
+    assert tasks["identify"]["cachingOptions"] == {}
+    assert tasks["register"]["cachingOptions"] == {}
+    assert tasks["prep"]["cachingOptions"] == {"enableCache": True}
+    # tune and train retry with backoff; the others fail fast.
+    for name in ("tune", "train"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2
+        assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
+    assert "retryPolicy" not in tasks["prep"]
+
+
+def test_stage_settings_reach_the_pods(tmp_path):
+    config = load_config(
+        "configs/demo.yaml",
+        [
+            "pipeline.image=registry.example.com/ftpipe:abc",
+            "pipeline.stages.train.image=registry.example.com/ftpipe-cuda:abc",
+            "pipeline.stages.train.gpu=1",
+            "pipeline.stages.train.memory=32G",
+            "pipeline.stages.train.node_selector={pool: gpu}",
+            "pipeline.stages.train.tolerations=[{key: nvidia.com/gpu, effect: NoSchedule}]",
+            "pipeline.stages.tune.retries=0",
+        ],
+    )
+    spec, platform = _documents(compile_pipeline(config, tmp_path / "p.yaml"))
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["image"] == "registry.example.com/ftpipe-cuda:abc"
+    assert executors["exec-prep"]["container"]["image"] == "registry.example.com/ftpipe:abc"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["resources"]["memoryLimit"] == 32.0
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == {"pool": "gpu"}
+    assert k8s["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["tune"]
