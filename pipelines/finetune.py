@@ -34,6 +34,24 @@ class Outputs(NamedTuple):
     model: Model
 
 
+RAY_CLIENT_LABEL = ("ftpipe.io/ray-client", "true")
+"""Pod label of the stages that call the Ray Jobs API: infra/'s NetworkPolicy admits these."""
+
+
+def _secrets(task: dsl.PipelineTask, config: Config, ray: bool) -> dsl.PipelineTask:
+    """Mount the MLflow credentials (and for Ray clients the Ray token) as environment."""
+    settings = config.pipeline
+    if settings.mlflow_secret:
+        names = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+        kubernetes.use_secret_as_env(task, settings.mlflow_secret, names)
+    if ray:
+        kubernetes.add_pod_label(task, *RAY_CLIENT_LABEL)
+        if settings.ray_token_secret:
+            kubernetes.use_secret_as_env(task, settings.ray_token_secret,
+                                         {"auth_token": "RAY_AUTH_TOKEN"})  # fmt: skip
+    return task
+
+
 def _configure(task: dsl.PipelineTask, stage: StageConfig, retry: bool) -> dsl.PipelineTask:
     """Apply one stage's pod settings: resources, placement, retries and caching."""
     if stage.cpu:
@@ -65,7 +83,10 @@ def build(config: Config, retry: bool = True):
     settings = config.pipeline
 
     def configure(task: dsl.PipelineTask, stage: StageConfig) -> dsl.PipelineTask:
-        return _configure(task, stage, retry)
+        _configure(task, stage, retry)
+        if stage is stages.prep or stage is stages.recommend:
+            return task  # neither talks to MLflow or Ray
+        return _secrets(task, config, ray=stage is stages.tune or stage is stages.train)
 
     stages = settings.stages
 

@@ -35,6 +35,11 @@ KUBERAY_OPERATOR_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
 }
+# The ftpipe pipeline's tune and train steps, which submit their stage through the Jobs API.
+PIPELINE_RAY_CLIENT_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}},
+    "podSelector": {"matchLabels": {"ftpipe.io/ray-client": "true"}},
+}
 RAYJOB_RULE = {
     "apiGroups": {"ray.io"},
     "resources": {"rayjobs", "rayjobs/status"},
@@ -182,7 +187,7 @@ def ray_ports_reachable_from_outside(objects: list[Obj]) -> list[str]:
                     only_jobs_api = [p.get("port") for p in rule.get("ports") or []] == [
                         JOBS_API_PORT
                     ]
-                    if peer == KUBERAY_OPERATOR_PEER and only_jobs_api:
+                    if peer in (KUBERAY_OPERATOR_PEER, PIPELINE_RAY_CLIENT_PEER) and only_jobs_api:
                         continue
                     found.append(f"{label(policy)}: ingress rule {i} admits {peer} to Ray ports")
     return found

@@ -276,8 +276,20 @@ def _operator_on_every_port(objects: list[Obj]) -> None:
     del policy["spec"]["ingress"][0]["ports"]
 
 
+def _pipeline_on_every_port(objects: list[Obj]) -> None:
+    policy = find(objects, "NetworkPolicy", "allow-ftpipe-pipeline-to-jobs-api")
+    del policy["spec"]["ingress"][0]["ports"]
+
+
+def _pipeline_from_any_pod(objects: list[Obj]) -> None:
+    policy = find(objects, "NetworkPolicy", "allow-ftpipe-pipeline-to-jobs-api")
+    del policy["spec"]["ingress"][0]["from"][0]["podSelector"]
+
+
 def _real_secret_value(objects: list[Obj]) -> None:
-    find(objects, "Secret", "ray-auth-token")["stringData"]["auth_token"] = "9f8e7d6c5b4a3f2e"
+    find(objects, "Secret", "ray-auth-token", "ray")["stringData"]["auth_token"] = (
+        "9f8e7d6c5b4a3f2e"
+    )
 
 
 def _real_secret_data(objects: list[Obj]) -> None:
@@ -372,6 +384,8 @@ BROKEN = [
         _open_dashboard_to_all_namespaces,
     ),
     ("operator-every-port", policies.ray_ports_reachable_from_outside, _operator_on_every_port),
+    ("pipeline-every-port", policies.ray_ports_reachable_from_outside, _pipeline_on_every_port),
+    ("pipeline-any-pod", policies.ray_ports_reachable_from_outside, _pipeline_from_any_pod),
     ("secret-string-data", policies.non_placeholder_secrets, _real_secret_value),
     ("secret-data", policies.non_placeholder_secrets, _real_secret_data),
     ("gpu-no-limit", policies.gpu_worker_problems, _no_gpu_limit),

@@ -64,3 +64,12 @@ def test_stage_settings_reach_the_pods(tmp_path):
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
     assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["tune"]
+    # Ray clients carry the label infra/'s NetworkPolicy admits, and the Ray token; every
+    # stage that talks to MLflow gets its credentials; prep gets neither.
+    assert k8s["podMetadata"]["labels"] == {"ftpipe.io/ray-client": "true"}
+    mounted = {s["secretName"]: s["keyToEnv"] for s in k8s["secretAsEnv"]}
+    assert mounted["ray-auth-token"] == [{"envVar": "RAY_AUTH_TOKEN", "secretKey": "auth_token"}]
+    assert "mlflow-client-credentials" in mounted
+    executors_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "exec-prep" not in executors_k8s
+    assert "podMetadata" not in executors_k8s["exec-register"]

@@ -530,6 +530,12 @@ class PipelineConfig(Section):
     """Default container image of every stage (built by `make images`, infra/docker)."""
     stages: PipelineStages = Field(default_factory=PipelineStages)
     """Per-stage pod settings: image, resources, node selector, tolerations, retries."""
+    ray_token_secret: str | None = "ray-auth-token"
+    """Secret (key auth_token) mounted as RAY_AUTH_TOKEN into tune and train, for a Ray
+    cluster with token authentication (infra/secrets/kubeflow.yaml); None: not mounted."""
+    mlflow_secret: str | None = "mlflow-client-credentials"
+    """Secret (keys username, password) mounted as MLFLOW_TRACKING_USERNAME/PASSWORD into
+    every stage that talks to MLflow; None: not mounted."""
     local_root: str = "outputs/pipeline"
     """Where `ftpipe run` (the KFP local runner) keeps each stage's artifacts and its cache."""
 
