@@ -32,6 +32,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Token count of every row."""
+        return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
     def concat(self, other: Split) -> Split:
         """These rows followed by `other`'s."""
         types = None

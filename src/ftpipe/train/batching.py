@@ -1,8 +1,9 @@
 """Which rows each rank reads, in which order, and how rows become tensors.
 
-Each epoch's order is a pure function of (seed, epoch), so the data position of a checkpoint is
-just its step: a resumed run recomputes the order and skips to where it stopped, and reads
-exactly the batches an uninterrupted run would have read.
+Each epoch's order is a pure function of (seed, epoch, world size), so the data position of a
+checkpoint is just its step: a resumed run recomputes the order and skips to where it stopped,
+and reads exactly the batches an uninterrupted run would have read. (A resume on another number
+of workers deals the same steps differently.)
 """
 
 from __future__ import annotations
@@ -15,15 +16,32 @@ import torch
 from ftpipe.data.prepared import Split, batches
 
 
-def rank_order(rows: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
-    """This rank's rows for one epoch: a seeded shuffle, dealt round-robin, equal per rank.
+def rank_order(
+    lengths: np.ndarray, seed: int, epoch: int, rank: int, world_size: int, per_rank: int
+) -> np.ndarray:
+    """This rank's rows for one epoch, `per_rank` per step, in the order it reads them.
 
-    The few rows past the last whole share are left out this epoch (the next shuffle puts
-    others there), so every rank takes the same number of steps and the collectives line up.
+    A seeded shuffle is cut into steps of `per_rank x world_size` rows. Within a step the rows
+    are sorted by length and dealt round-robin, so every rank gets a like share of long and
+    short rows (no rank waits long for the others at the gradient all-reduce), and each
+    micro-batch, a run of consecutive rows, holds rows of similar length (little of a padded
+    batch is padding). A step's rows are still the shuffle's, so its gradient is unchanged;
+    only which rank reads which, and with which, differs. The rows past the last whole step
+    are left out this epoch (the next shuffle puts others there).
+
+    Args:
+        lengths: Token count of every row of the split.
+        seed: The run's seed.
+        epoch: The epoch (each gets its own shuffle).
+        rank: This rank.
+        world_size: Number of ranks.
+        per_rank: Rows each rank reads per optimizer step (micro-batch x accumulation).
     """
-    order = np.random.default_rng([seed, epoch]).permutation(rows)
-    per_rank = rows // world_size
-    return order[rank::world_size][:per_rank]
+    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    step = per_rank * world_size
+    steps = order[: len(order) // step * step].reshape(-1, step)
+    by_length = np.take_along_axis(steps, np.argsort(lengths[steps], axis=1, kind="stable"), 1)
+    return by_length[:, rank::world_size].reshape(-1)
 
 
 def eval_shard(rows: int, rank: int, world_size: int) -> tuple[np.ndarray, int]:

@@ -156,6 +156,10 @@ def train(
     engine, _, _, _ = deepspeed.initialize(
         model=prepared.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )
+    if ctx.world_size == 1 and config.train.zero_stage == 0:
+        # Nothing to reduce, but DeepSpeed would still flatten every gradient into one buffer,
+        # "all-reduce" it and copy it back at each step: 8% of a CPU step for MiniLM.
+        engine.enable_backward_allreduce = False
 
     # --- Resume: weights, optimizer, schedule, RNG and data position ----------------------
     state = TrainerState()
@@ -192,7 +196,8 @@ def train(
     for step in range(start_step, total_steps):
         epoch, index = divmod(step, steps_per_epoch)
         if epoch != order_epoch:
-            order = rank_order(len(train_split), config.seed, epoch, ctx.rank, ctx.world_size)
+            order = rank_order(train_split.lengths, config.seed, epoch, ctx.rank,
+                               ctx.world_size, plan.per_rank)  # fmt: skip
             order_epoch = epoch
             if prepared.unfreeze is not None:
                 prepared.unfreeze(epoch)

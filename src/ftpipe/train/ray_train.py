@@ -166,10 +166,11 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     if Path(loop_config["cwd"]).is_dir():  # on the driver's machine (or a shared filesystem)
         os.chdir(loop_config["cwd"])  # relative paths in the config mean what they meant
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
-    # Ray Train logs every report and DeepSpeed its set-up at INFO: noise beside our progress.
-    for noisy in ("ray", "DeepSpeed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Our progress at INFO, everyone else's at WARNING: Ray Train logs every report at INFO
+    # (some of it from loggers named by file path, outside "ray"), DeepSpeed its set-up.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", force=True)
+    logging.getLogger("ftpipe").setLevel(logging.INFO)
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)  # it sets its own level
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*")
     config = validate_config(loop_config["config"])
     context = ray.train.get_context()

@@ -145,12 +145,33 @@ def test_the_core_runs_with_ray_unimportable(tmp_path, tiny_model_dir):
 def test_rank_shards_are_disjoint_equal_and_reshuffled_each_epoch():
     from ftpipe.train.batching import eval_shard, rank_order
 
-    shards = [rank_order(101, seed=1, epoch=0, rank=r, world_size=2) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) == 50
+    lengths = np.random.default_rng(0).integers(1, 64, size=101)
+    shards = [rank_order(lengths, seed=1, epoch=0, rank=r, world_size=2, per_rank=8)
+              for r in range(2)]  # fmt: skip
+    assert len(shards[0]) == len(shards[1]) == 48  # 6 whole steps of 2 x 8 rows
     assert not set(shards[0]) & set(shards[1])
-    assert not np.array_equal(shards[0], rank_order(101, 1, 1, 0, 2))
+    assert not np.array_equal(shards[0], rank_order(lengths, 1, 1, 0, 2, 8))
     rows, real = eval_shard(5, rank=1, world_size=2)
     assert rows.tolist()[:real] == [1, 3] and len(rows) == 3
+
+
+def test_steps_keep_the_shuffles_rows_and_deal_them_by_length():
+    from ftpipe.train.batching import rank_order
+
+    lengths = np.random.default_rng(0).integers(1, 64, size=200)
+    per_rank, world = 8, 4
+    shuffle = np.random.default_rng([3, 0]).permutation(200)
+    shards = [rank_order(lengths, 3, 0, r, world, per_rank) for r in range(world)]
+    for step in range(200 // (per_rank * world)):
+        dealt = [shard[step * per_rank : (step + 1) * per_rank] for shard in shards]
+        # the step reads exactly the shuffle's rows for that step, so its gradient is unchanged
+        expected = shuffle[step * per_rank * world : (step + 1) * per_rank * world]
+        assert sorted(np.concatenate(dealt).tolist()) == sorted(expected.tolist())
+        # each rank reads its rows shortest first, and the ranks' token counts stay close
+        for rows in dealt:
+            assert np.all(np.diff(lengths[rows]) >= 0)
+        tokens = [int(lengths[rows].sum()) for rows in dealt]
+        assert max(tokens) - min(tokens) <= lengths[expected].max() - lengths[expected].min()
 
 
 def test_early_stopping_keeps_the_best_and_bounds_the_checkpoints(tmp_path, tiny_model_dir):
