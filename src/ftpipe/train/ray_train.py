@@ -83,7 +83,7 @@ def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[
         callbacks: Ray Train callbacks (a Tune sweep passes its report callback).
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     use_gpu = config.train.use_gpu
@@ -113,6 +113,9 @@ def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[
                 checkpoint_score_order="max" if higher_is_better(config) else "min",
             ),
             callbacks=list(callbacks),
+            # Ray Train's own console lines (a "Checkpoint successfully created" per report)
+            # at WARNING; they stay in its log files under the Ray session directory.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
 
