@@ -25,9 +25,11 @@ def rank_order(
     are sorted by length and dealt round-robin, so every rank gets a like share of long and
     short rows (no rank waits long for the others at the gradient all-reduce), and each
     micro-batch, a run of consecutive rows, holds rows of similar length (little of a padded
-    batch is padding). A step's rows are still the shuffle's, so its gradient is unchanged;
-    only which rank reads which, and with which, differs. The rows past the last whole step
-    are left out this epoch (the next shuffle puts others there).
+    batch is padding). A step's rows are still the shuffle's; only which rank reads which, and
+    with which, differs. A classifier's step gradient (a mean over rows) is therefore
+    unchanged; a causal LM's loss is a mean over each micro-batch's tokens, so its rows are
+    weighted a little differently. The rows past the last whole step are left out this epoch
+    (the next shuffle puts others there).
 
     Args:
         lengths: Token count of every row of the split.
