@@ -36,11 +36,13 @@ compile: install
 	$(BIN)/ftpipe compile --config $(CONFIG) --output build/finetune.yaml
 
 test: install
-	$(BIN)/pytest -m "not gpu"
+	$(BIN)/pytest -p randomly -m "not gpu"
 
+# ruff, then the import contracts in pyproject.toml ([tool.importlinter]), with no cache dir.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -65,7 +65,8 @@ def bare_loop(config, data, steps: int, warmup: int, micro: int, accumulation: i
     order = order[: steps * micro * accumulation]
     model.train()
     step_ends = [time.perf_counter()]
-    for i, (_, batch) in enumerate(batches(split, micro, 0, order)):
+    for i, (rows, batch) in enumerate(batches(split, micro, 0, order)):
+        batch["labels"] = data.task.targets(split, rows, batch)
         (model(**batch).loss / accumulation).backward()
         if (i + 1) % accumulation == 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)

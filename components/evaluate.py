@@ -2,6 +2,8 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
+from components import tracking_overrides
+
 
 def evaluate(
     config: Input[Artifact],
@@ -17,16 +19,16 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from ftpipe.evaluate import Evaluation
     from ftpipe.stage import Stage, run_stage
+    from ftpipe.stages.evaluate import Evaluation
 
-    options = ["--model", model.path, "--run-id", run_id]
     run_stage(
         Stage(
             "evaluate",
             inputs={"data.output_dir": (prepared.path, prepared.uri)},
             outputs={"evaluate.output_dir": (evaluation.path, evaluation.uri)},
-            options=options + ([f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []),
+            overrides=tracking_overrides(mlflow_uri),
+            arguments={"model": model.path, "run_id": run_id},
         ),
         config.path,
     )

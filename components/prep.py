@@ -26,19 +26,19 @@ def prep(
     config: str, data_fingerprint: str, prepared: Output[Dataset], report: Output[Markdown]
 ) -> None:
     """Load, validate, split and tokenize the data (`ftpipe prep`)."""
-    import json
     from pathlib import Path
 
+    from ftpipe.data.prepared import PrepDir
     from ftpipe.reports import prep_report
     from ftpipe.stage import Stage, run_stage
 
     outputs = {"data.output_dir": (prepared.path, prepared.uri)}
     run_stage(Stage("prep", outputs=outputs), config)
-    stats = json.loads((Path(prepared.path) / "stats.json").read_text())
-    if stats["fingerprint"] != data_fingerprint:
-        raise RuntimeError(f"prep wrote {stats['fingerprint']}, identify saw {data_fingerprint}")
+    written = PrepDir(Path(prepared.path))
+    if written.fingerprint != data_fingerprint:
+        raise RuntimeError(f"prep wrote {written.fingerprint}, identify saw {data_fingerprint}")
     prepared.metadata.update(
         {"fingerprint": data_fingerprint}
-        | {f"{name}_rows": split["rows"] for name, split in stats["splits"].items()}
+        | {f"{name}_rows": rows for name, rows in written.rows.items()}
     )
     Path(report.path).write_text(prep_report(Path(prepared.path)))

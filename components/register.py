@@ -2,6 +2,8 @@
 
 from kfp.dsl import Artifact, Input, Markdown, Model, Output, OutputPath
 
+from components import tracking_overrides
+
 
 def register(
     config: Input[Artifact],
@@ -25,17 +27,17 @@ def register(
     from ftpipe.reports import decision_report
     from ftpipe.stage import Stage, run_stage
 
-    uri = [f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []
+    uri = tracking_overrides(mlflow_uri)
     with tempfile.TemporaryDirectory() as work:
         registered, decision = Path(work) / "registered.json", Path(work) / "decision.json"
         summary = str(Path(evaluation.path) / "evaluation.json")
-        run_stage(Stage("register", options=["--model", model.path, "--run-id", run_id,
-                                             "--evaluation", summary, "--output",
-                                             str(registered), *uri]), config.path)  # fmt: skip
+        arguments = {"model": model.path, "run_id": run_id, "evaluation": summary,
+                     "output": str(registered)}  # fmt: skip
+        run_stage(Stage("register", overrides=uri, arguments=arguments), config.path)
         number = json.loads(registered.read_text())["version"]
         Path(version).write_text(number)
-        run_stage(Stage("promote", options=["--version", number, "--dry-run", "--output",
-                                            str(decision), *uri]), config.path)  # fmt: skip
+        arguments = {"version": number, "dry_run": True, "output": str(decision)}
+        run_stage(Stage("promote", overrides=uri, arguments=arguments), config.path)
         gate = json.loads(decision.read_text())["decision"]
         Path(report.path).write_text(decision_report(decision))
     return "promote" if gate and gate["promote"] else "keep"
@@ -49,9 +51,9 @@ def promote(config: Input[Artifact], mlflow_uri: str, version: str, report: Outp
     from ftpipe.reports import decision_report
     from ftpipe.stage import Stage, run_stage
 
-    uri = [f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []
     with tempfile.TemporaryDirectory() as work:
         decision = Path(work) / "decision.json"
-        run_stage(Stage("promote", options=["--version", version, "--output", str(decision),
-                                            *uri]), config.path)  # fmt: skip
+        arguments = {"version": version, "output": str(decision)}
+        overrides = tracking_overrides(mlflow_uri)
+        run_stage(Stage("promote", overrides=overrides, arguments=arguments), config.path)
         Path(report.path).write_text(decision_report(decision))

@@ -4,6 +4,8 @@ from typing import NamedTuple
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
+from components import tracking_overrides
+
 
 def train(
     config: Input[Artifact],
@@ -19,9 +21,11 @@ def train(
     from collections import namedtuple
     from pathlib import Path
 
+    from ftpipe.registry.tracking import read_record
     from ftpipe.stage import Stage, run_stage
+    from ftpipe.train.export import Export
 
-    # `ftpipe train` exports to train.output_dir/model: make that the artifact's path.
+    # The train stage exports to train.output_dir/model: make that the artifact's path.
     parent = (str(Path(model.path).parent), model.uri.rsplit("/", 1)[0])
     run_stage(
         Stage(
@@ -31,14 +35,13 @@ def train(
                 "recommend.output_dir": (recommendation.path, recommendation.uri),
             },
             outputs={"train.output_dir": parent},
-            options=[f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else [],
+            overrides=tracking_overrides(mlflow_uri),
         ),
         config.path,
         ray_address,
     )
-    directory = Path(model.path)
-    manifest = json.loads((directory / "ftpipe.json").read_text())
-    best = json.loads((directory / "metrics.json").read_text())
+    export = Export.open(model.path)
+    manifest, best = export.manifest, export.metrics
     scores = {k: float(best[k]) for k in ("accuracy", "macro_f1", "loss", "perplexity", "step")
               if k in best}  # fmt: skip
     for key, value in scores.items():
@@ -46,5 +49,5 @@ def train(
     # The UI reads the metadata; the file is what KFP's cache checks still exists.
     Path(metrics.path).write_text(json.dumps(scores))
     model.metadata.update({"strategy": manifest["strategy"], "base_model": manifest["base_model"]})
-    record = json.loads((directory.parent / "tracking.json").read_text())
+    record = read_record(Path(model.path).parent)
     return namedtuple("Trained", ["run_id"])(record["run_id"])

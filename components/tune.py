@@ -2,6 +2,8 @@
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
+from components import tracking_overrides
+
 
 def tune(
     config: str,
@@ -25,9 +27,6 @@ def tune(
     from ftpipe.reports import sweep_report
     from ftpipe.stage import Stage, run_stage
 
-    overrides = ["tune.final=none"] + (
-        [f"registry.tracking_uri={mlflow_uri}"] if mlflow_uri else []
-    )
     run_stage(
         Stage(
             "tune",
@@ -36,7 +35,7 @@ def tune(
                 "recommend.output_dir": (recommendation.path, recommendation.uri),
             },
             outputs={"tune.output_dir": (sweep.path, sweep.uri)},
-            options=overrides,
+            overrides=["tune.final=none", *tracking_overrides(mlflow_uri)],
         ),
         config,
         ray_address,

@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny tokenizer built from scratch, config and file builders."""
+"""Shared fixtures: a tiny tokenizer built from scratch, config and file builders.
+
+Every test also runs inside `isolated_mlflow_globals`: MLflow's process-wide tracking and
+registry URIs, its active experiment and every MLFLOW_* environment variable are put back as
+they were, so no test sees another's (the order is random, see pyproject.toml).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,43 @@ from ftpipe.config.load import validate_config
 
 # As in an activated environment: processes Ray starts for jobs find this venv's `ftpipe`.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+_MLFLOW_STATE = (
+    ("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+    ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+    ("mlflow.tracking.fluent", "_active_experiment_id"),
+)
+"""MLflow's private module state behind get_tracking_uri, get_registry_uri, set_experiment.
+
+Read raw (None when unset): the public getters fall back to defaults, so restoring what they
+return would turn "unset" into "set to the default"."""
+
+
+def _mlflow_state() -> dict[tuple[str, str], Any]:
+    # A module not imported yet holds its initial state, None: nothing to read.
+    return {
+        (module, name): getattr(sys.modules[module], name, None) if module in sys.modules else None
+        for module, name in _MLFLOW_STATE
+    }
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_globals():
+    """Restore MLflow's global URIs, active experiment and MLFLOW_* variables after each test."""
+    state = _mlflow_state()
+    env = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    for (module, name), value in state.items():
+        if module not in sys.modules:
+            continue
+        if name == "_tracking_uri":  # the setter also resets the tracer, which caches the URI
+            sys.modules[module].set_tracking_uri(value)
+        else:
+            setattr(sys.modules[module], name, value)
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+
 
 TINY_VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ftpipe.data.prepared import PrepDir
+
 
 def prep_report(prep_dir: Path) -> str:
     """Rows per split and label, token lengths and the data fingerprint."""
-    stats = json.loads((prep_dir / "stats.json").read_text())
+    stats = PrepDir(prep_dir).stats
     lines = [f"# Prepared data `{stats['fingerprint'][:12]}`", "",
              f"Model {stats['model']}, max_length {stats['max_length']}.", "",
              "| split | rows | p95 tokens | truncated | unknown tokens |",

@@ -1,25 +1,28 @@
-"""Run one pipeline stage: an `ftpipe` command whose inputs and outputs are artifacts.
+"""Run one pipeline stage (`ftpipe.stages`) whose inputs and outputs are artifacts.
 
-A KFP component (components/) names its stage's command and which config keys its artifacts
-fill; this module runs it, so every stage is the command a person would type. Without a Ray
-address the command runs in this process. With one, tune and train run as a Ray job on the
-cluster instead: the config travels in the job's working directory, inputs are read from
-their object-storage URIs by whoever needs them (`ftpipe.artifacts`), and the outputs are
-written on the cluster and published to their URIs when the command succeeds.
+A KFP component (components/) names its stage and which config keys its artifacts fill; this
+module calls the stage's `run` with the config those artifacts complete, the same function the
+CLI calls. Without a Ray address the stage runs in this process. With one, tune and train run
+as a Ray job on the cluster instead (`ftpipe stage stage.json`): the config travels in the
+job's working directory, inputs are read from their object-storage URIs by whoever needs them
+(`ftpipe.artifacts`), and the outputs are written on the cluster and published to their URIs
+when the stage succeeds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ftpipe.artifacts import is_uri, localize, publish
-from ftpipe.config import Config
+from ftpipe.config import Config, load_config
 from ftpipe.config.load import validate_config
 
 SPEC = "stage.json"
@@ -28,22 +31,24 @@ CONFIG = "config.yaml"
 
 @dataclass
 class Stage:
-    """One `ftpipe` command, with its artifacts as config overrides.
+    """One stage, with its artifacts as config overrides.
 
-    Each artifact is a pair [local path, URI], as KFP gives them: the command uses the path
+    Each artifact is a pair [local path, URI], as KFP gives them: the stage uses the path
     when it runs here and the URI when it runs as a Ray job on the cluster.
 
     Attributes:
-        command: The `ftpipe` subcommand (prep, recommend, tune, train, ...).
-        inputs: Config key -> artifact the command reads.
-        outputs: Config key -> artifact the command writes.
-        options: Further command-line options, e.g. ["--model", PATH].
+        command: The stage's name in `ftpipe.stages` (prep, recommend, tune, train, ...).
+        inputs: Config key -> artifact the stage reads.
+        outputs: Config key -> artifact the stage writes.
+        overrides: Further dotted config overrides, e.g. ["tune.final=none"].
+        arguments: Keyword arguments of the stage's `run`, e.g. {"model": PATH}.
     """
 
     command: str
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
-    options: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 def config_text(config: str) -> str:
@@ -68,7 +73,8 @@ def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
     pick = 1 if remote else 0
     spec = {
         "command": stage.command,
-        "options": stage.options,
+        "overrides": stage.overrides,
+        "arguments": stage.arguments,
         "inputs": {key: pair[pick] for key, pair in stage.inputs.items()},
         "outputs": {key: pair[pick] for key, pair in stage.outputs.items()},
     }
@@ -89,17 +95,18 @@ def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
 
 def execute(spec: Path) -> None:
     """Run the stage described in `spec` (beside its config); publish outputs that are URIs."""
-    from ftpipe.cli import run_command
+    from ftpipe.stages import stage_run
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # unless a caller set it up
     stage = json.loads(spec.read_text())
     with tempfile.TemporaryDirectory(prefix="ftpipe-outputs-") as scratch:
         local = {
             key: str(Path(scratch) / key) if is_uri(target) else target
             for key, target in stage["outputs"].items()
         }
-        overrides = [f"{key}={value}" for key, value in {**stage["inputs"], **local}.items()]
-        run_command([stage["command"], "-c", str(spec.with_name(CONFIG)), *stage["options"],
-                     *overrides])  # fmt: skip
+        artifacts = [f"{key}={value}" for key, value in {**stage["inputs"], **local}.items()]
+        config = load_config(spec.with_name(CONFIG), [*stage["overrides"], *artifacts])
+        stage_run(stage["command"])(config, **stage["arguments"])
         for key, target in stage["outputs"].items():
             if is_uri(target):
                 publish(Path(local[key]), target)

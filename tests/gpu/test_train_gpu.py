@@ -99,12 +99,15 @@ def counting_rows(rows: int, length: int, seed: int) -> list[list[int]]:
 
 def lm_data():
     from ftpipe.data.prepared import PreparedData, Split
+    from ftpipe.tasks import get_task
 
     splits = {
         name: Split(rows, None, np.zeros(len(rows), dtype=np.int64))
         for name, rows in (("train", counting_rows(64, 32, 0)), ("eval", counting_rows(16, 32, 1)))
     }
-    return PreparedData(splits=splits, labels=None, fingerprint="gpu-test", stats={})
+    return PreparedData(
+        splits=splits, labels=None, fingerprint="gpu-test", stats={}, task=get_task("causal-lm")
+    )
 
 
 def test_bf16_full_finetuning_learns_and_exports_bf16_weights(tmp_path, bert_dir):

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from mlflow import MlflowClient
 from ftpipe.config.load import validate_config
-from ftpipe.registry.models import add_version, evaluation_tags
+from ftpipe.registry.evidence import evaluation_tags
 from ftpipe.registry.promote import promote
 from ftpipe.registry.tracking import log_evaluation
+from ftpipe.registry.versions import add_version
 from tests.unit.registry.helpers import corrupt, synthetic_predictions, write_evaluation
 
 config = validate_config(json.loads(sys.argv[1]))

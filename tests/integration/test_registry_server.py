@@ -18,12 +18,13 @@ import pytest
 from mlflow import MlflowClient
 
 from ftpipe.config import config_hash
-from ftpipe.evaluate import evaluate_model, load_heldout
-from ftpipe.predict import Predictor
-from ftpipe.registry.models import register
+from ftpipe.registry.client import scoped_mlflow
 from ftpipe.registry.promote import promote
 from ftpipe.registry.tracking import TrainingRun, log_evaluation
+from ftpipe.registry.versions import register
+from ftpipe.stages.evaluate import evaluate_model, load_heldout
 from ftpipe.train.local import train_local
+from ftpipe.train.predictor import Predictor
 from tests.helpers import train_config
 
 pytestmark = pytest.mark.integration
@@ -120,11 +121,11 @@ def test_track_evaluate_register_load_and_promote_through_a_server(
     assert json.loads(Path(artifact).read_text())["value"] == LONG_SAMPLER
     assert logged.data.metrics["eval/accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
 
-    mlflow.set_tracking_uri(server)
     texts = ["good hello help please", "bad late crash twice", "refund please"]
-    served = mlflow.pyfunc.load_model("models:/server-test@challenger").predict(
-        pd.DataFrame({"text": texts})
-    )
+    with scoped_mlflow(server):  # MLflow loads models through its global URIs only
+        served = mlflow.pyfunc.load_model("models:/server-test@challenger").predict(
+            pd.DataFrame({"text": texts})
+        )
     assert (
         served["label"].tolist()
         == predictor.frame(predictor.probabilities(texts))["label"].tolist()

@@ -73,3 +73,15 @@ def test_stage_settings_reach_the_pods(tmp_path):
     executors_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert "exec-prep" not in executors_k8s
     assert "podMetadata" not in executors_k8s["exec-register"]
+
+
+def test_every_component_ships_the_helpers_its_body_calls(tmp_path):
+    # A stage's pod has ftpipe but not components/: the body's helpers travel in its program.
+    spec, _ = _documents(compile_pipeline(load_config("configs/demo.yaml"), tmp_path / "p.yaml"))
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        program: dict = {}
+        exec(compile(executor["container"]["command"][-1], name, "exec"), program)
+        assert program["tracking_overrides"]("http://mlflow:5000") == [
+            "registry.tracking_uri=http://mlflow:5000"
+        ], name
+        assert program["tracking_overrides"]("") == [], name

@@ -38,6 +38,6 @@ def test_prep_runs_as_a_ray_job_and_its_output_comes_back(
 
 def test_a_failing_ray_job_is_an_error_naming_the_job(tmp_path, tiny_pipeline_config, jobs_api):
     output = (str(tmp_path / "a"), str(tmp_path / "b"))
-    stage = Stage("prep", options=["data.max_length=4"], outputs={"data.output_dir": output})
+    stage = Stage("prep", overrides=["data.max_length=4"], outputs={"data.output_dir": output})
     with pytest.raises(FtpipeError, match=r"Ray job ftpipe-prep-.* ended FAILED"):
         run_stage(stage, str(tiny_pipeline_config), ray_address=jobs_api)

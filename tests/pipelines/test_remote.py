@@ -1,4 +1,5 @@
-"""`pipelines.remote` against a fake KFP v2beta1 API server: the exact requests it sends.
+"""`pipelines.remote` and `ftpipe submit|schedule` against a fake KFP v2beta1 API server: the
+exact requests they send.
 
 No `from __future__ import annotations`: kfp reads the component's annotations as types.
 """
@@ -21,6 +22,7 @@ from kfp import compiler, dsl
 
 from ftpipe.errors import FtpipeError
 from pipelines import remote
+from tests.helpers import ftpipe
 
 API = "/apis/v2beta1"
 AUTH_ENV = (
@@ -346,3 +348,32 @@ def test_a_login_page_in_front_of_the_api_is_not_taken_for_it(fake, package):
     ):
         remote.submit(fake.url, package, {}, "ftpipe", "r")
     assert ("POST", f"{API}/runs") not in fake.calls()
+
+
+def test_ftpipe_submit_and_schedule_send_the_compiled_pipeline_and_its_arguments(
+    fake, monkeypatch, tmp_path
+):
+    # The commands come from pipelines/cli.py through the `ftpipe.commands` entry point.
+    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file from this machine
+    common = ["-c", "configs/demo.yaml", "--host", fake.url, "--mlflow-uri", "http://mlflow:5000",
+              "data.max_length=32"]  # fmt: skip
+
+    submitted = ftpipe("submit", *common)
+    scheduled = ftpipe("schedule", *common, "--cron", "0 3 * * *", "--experiment", "nightly")
+
+    assert submitted.returncode == 0, submitted.stderr
+    assert f"Started run run-1: {fake.url}/#/runs/details/run-1" in submitted.stdout
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "Scheduled rr-1 at cron '0 0 3 * * *'" in scheduled.stdout
+    run, recurring = fake.one("POST", "/runs").body, fake.one("POST", "/recurringruns").body
+    assert recurring["experiment_id"] == "exp-2"  # "nightly", created after "ftpipe"
+    name = recurring["display_name"]
+    assert re.fullmatch(r"ftpipe-finetune-[0-9a-f]{8}", name)
+    assert re.fullmatch(rf"{name}-\d{{8}}-\d{{6}}", run["display_name"])
+    for body in (run, recurring):
+        spec = body["pipeline_spec"]["pipeline_spec"]  # beside the Kubernetes platform_spec
+        assert spec["pipelineInfo"]["name"] == "ftpipe-finetune"
+        parameters = body["runtime_config"]["parameters"]
+        assert parameters["mlflow_uri"] == "http://mlflow:5000"
+        assert parameters["ray_address"] == ""
+        assert yaml.safe_load(parameters["config"])["data"]["max_length"] == 32

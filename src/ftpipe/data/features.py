@@ -51,7 +51,7 @@ def pooling_for(config: Config, backbone) -> str:
 
 
 def is_decoder_only(model_config) -> bool:
-    """A family with a causal-LM head and no masked-LM head (GPT-2, Llama, Qwen2, ...)."""
+    """A decoder-only family: a next-token head, no masked-LM head (GPT-2, Llama, Qwen2)."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
     kind = type(model_config)
@@ -71,8 +71,7 @@ def extract_features(
         total=len(split), desc=desc or "features", unit="rows", disable=None, leave=False
     ) as bar:
         for rows, batch in batches(split, batch_size, pad_id, order):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            pooled = pool(backbone(**inputs).last_hidden_state, batch["attention_mask"], pooling)
+            pooled = pool(backbone(**batch).last_hidden_state, batch["attention_mask"], pooling)
             if out is None:
                 out = np.empty((len(split), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled.float().numpy()

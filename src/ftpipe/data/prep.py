@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from ftpipe.config.schema import Config
 from ftpipe.data.fingerprint import fingerprint, prep_identity
-from ftpipe.data.labels import LabelMap
+from ftpipe.data.prepared import PrepDir
 from ftpipe.data.sources import Table, read_table
 from ftpipe.data.split import stratified_split
 from ftpipe.data.stats import split_stats
@@ -42,6 +42,7 @@ from ftpipe.data.validate import (
     validate_table,
 )
 from ftpipe.errors import DataError
+from ftpipe.tasks import LabelMap, get_task
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run_prep(config: Config) -> PrepResult:
         name: tokenize(tokenizer, ex.texts, ex.pairs, data.max_length, desc=f"tokenize {name}")
         for name, ex in splits.items()
     }
-    classification = data.task == "classification"
+    task = get_task(data.task)
     identity = prep_identity(config, digests, tokenizer_digest(tokenizer))
     data_fingerprint = fingerprint(identity)
     stats = {
@@ -86,10 +87,10 @@ def run_prep(config: Config) -> PrepResult:
         "task": data.task,
         "model": config.model.name,
         "max_length": data.max_length,
-        "labels": list(labels.names) if classification else [],
+        "labels": list(labels.names) if task.labelled else [],
         "splits": {
             name: split_stats(
-                splits[name], tokenized[name], labels if classification else None, data.max_length
+                splits[name], tokenized[name], labels if task.labelled else None, data.max_length
             )
             for name in SPLITS
         },
@@ -99,14 +100,14 @@ def run_prep(config: Config) -> PrepResult:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for name in SPLITS:
-            _write_split(
-                staging / name, splits[name], labels, tokenized[name], data.shard_rows,
-                language_model=not classification,
-            )  # fmt: skip
-        if classification:  # a language model has no label map
-            labels.save(staging / "label_map.json")
-        _write_json(staging / "stats.json", stats)
-        _write_json(staging / "fingerprint.json", {"fingerprint": data_fingerprint, **identity})
+            columns = task.prep_columns(tokenized[name])
+            _write_split(staging / name, splits[name], labels, tokenized[name], columns,
+                         data.shard_rows)  # fmt: skip
+        layout = PrepDir(staging)
+        if task.labelled:  # unlabelled tasks (language modelling) have no label map
+            labels.save(layout.label_map_path)
+        _write_json(layout.stats_path, stats)
+        _write_json(layout.fingerprint_path, {"fingerprint": data_fingerprint, **identity})
         _swap_in(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -134,9 +135,9 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
     data = config.data
     train_table = _read(data.train, config)
     digests = {"train": train_table.digest}
-    classification = data.task == "classification"
+    labelled = get_task(data.task).labelled
     train = validate_table(train_table, data, data.labels, "data.labels")
-    if classification:
+    if labelled:
         check_trainable(train)
     if data.eval is not None:
         eval_table = _read(data.eval, config)
@@ -154,7 +155,7 @@ def _load_splits(config: Config) -> tuple[dict[str, Examples], LabelMap, dict[st
             known, known_from = sorted(set(train.labels)), f"the labels in {data.train}"
         held_out = validate_table(eval_table, data, known, known_from)
         train = drop_leakage(train, held_out, data.on_error)
-        if classification:
+        if labelled:
             check_trainable(train)
         empty_fix = f"Add rows to {data.eval}"
     else:
@@ -223,7 +224,7 @@ def _checked_output_dir(output_dir: str, inputs: list[str | None]) -> Path:
                 f"data.output_dir={output_dir} contains the input {source}, and prep replaces "
                 "its output directory whole. Write the outputs somewhere else."
             )
-    if path.is_dir() and any(path.iterdir()) and not (path / "fingerprint.json").exists():
+    if path.is_dir() and any(path.iterdir()) and not PrepDir(path).fingerprint_path.exists():
         raise DataError(
             f"data.output_dir={output_dir} is a non-empty directory that prep did not write (it "
             "has no fingerprint.json), and prep replaces its output directory whole. Point "
@@ -244,20 +245,15 @@ def _write_split(
     examples: Examples,
     labels: LabelMap,
     tokens: Tokenized,
+    task_columns: dict[str, pa.Array],
     shard_rows: int,
-    language_model: bool,
 ) -> None:
     columns: dict[str, pa.Array] = {"text": pa.array(examples.texts, pa.string())}
     if examples.pairs is not None:
         columns["text_pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(labels.encode(examples.labels), pa.int32())
     columns["input_ids"] = pa.array(tokens.input_ids, pa.list_(pa.int32()))
-    if tokens.second_starts is not None and language_model:
-        # Language modelling: everything before the completion's first token is prompt (kept
-        # out of the loss); decoders take no token types.
-        columns["prompt_length"] = pa.array(tokens.second_starts, pa.int32())
-    elif tokens.token_type_ids is not None:
-        columns["token_type_ids"] = pa.array(tokens.token_type_ids, pa.list_(pa.int8()))
+    columns |= task_columns
     columns["location"] = pa.array(examples.locations, pa.string())
     table = pa.table(columns)
     directory.mkdir(parents=True)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ftpipe.data.labels import LabelMap
 from ftpipe.data.tokenize import Tokenized
 from ftpipe.data.validate import Examples
+from ftpipe.tasks.labels import LabelMap
 
 PERCENTILES = (50, 90, 95, 99)
 

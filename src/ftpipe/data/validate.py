@@ -20,6 +20,7 @@ from typing import Any
 from ftpipe.config.schema import DataConfig
 from ftpipe.data.sources import Table
 from ftpipe.errors import DataError
+from ftpipe.tasks import get_task
 
 MAX_LISTED = 8
 """How many problems an error message lists before it says 'and N more'."""
@@ -91,16 +92,16 @@ def validate_table(
     Raises:
         DataError: On a missing column, or on invalid rows under `on_error=fail`.
     """
+    task = get_task(config.task)
     text = _column(table, config.text_column, "data.text_column")
     pair = label = None
-    if config.text_pair_column is not None:
-        pair = _column(table, config.text_pair_column, "data.text_pair_column")
-    if config.completion_column is not None:  # a completion is the second text of the row
-        pair = _column(table, config.completion_column, "data.completion_column")
-    if config.task == "classification":
+    second = getattr(config, task.second_text_key)  # a pair's second text, or a completion
+    if second is not None:
+        pair = _column(table, second, f"data.{task.second_text_key}")
+    if task.labelled:
         label = _column(table, config.label_column, "data.label_column")
     used = [c for c in (text, pair, label) if c is not None]
-    # Language-model rows have no label; "" keeps every label-keyed check a no-op.
+    # Rows of unlabelled tasks have no label; "" keeps every label-keyed check a no-op.
     names = [_label_name(v) for v in table.columns[label]] if label else [""] * len(table)
     examples = Examples(
         source=table.source,

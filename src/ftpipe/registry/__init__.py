@@ -2,9 +2,15 @@
 
 * `tracking`: `TrainingRun` (one run per training run or Tune trial: flattened params, lineage
   tags, prep artifacts, metrics, system metrics) and `log_evaluation`.
-* `models`: log an export as a pyfunc model from its directory, register a `challenger`
-  version with lineage and evaluation evidence, download a registered model.
-* `promote`: the serialized promotion of `challenger` to `champion`.
+* `model_log`: log an export as a pyfunc model from its directory (and read its config).
+* `versions`: register a `challenger` version with lineage and evaluation evidence, resolve a
+  `models:/` reference to its version, attach an evaluation to a version.
+* `evidence`: the evaluation tags on a version that the promotion gate reads.
+* `download`: fetch a registered model's export directory back (cached).
+* `promote`: the serialized promotion of `challenger` to `champion`, under `lock`'s promotion
+  lock.
+* `client`: connecting (explicit URIs, no process-global MLflow state), retries, and
+  `scoped_mlflow` for the calls MLflow has only at module level.
 * `gate` (pure numpy), `lineage` and `params` (pure Python): the statistics and the tags, testable
   without MLflow.
 

@@ -4,6 +4,12 @@ Credentials never come from the config: MLflow reads MLFLOW_TRACKING_USERNAME an
 MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) from the environment, and a tracking URI
 that embeds a user or password is refused.
 
+The library never leaves process-global MLflow state behind: every call goes through an
+`MlflowClient` built with explicit URIs (`connect`), and the few calls MLflow offers only at
+module level (logging a model, the fluent run and its system metrics, some artifact downloads)
+run inside `scoped_mlflow`, which points MLflow's globals at the store for the call and restores
+them, with the environment variables MLflow mirrors them into, on the way out.
+
 SQLite allows one writer at a time. Several processes writing at once (Tune trials, parallel
 promotions) can meet "database is locked" even with MLflow's busy timeout, and racing
 `create_model_version` calls can exhaust MLflow's own three retries; two processes setting
@@ -14,15 +20,18 @@ jittered exponential backoff; every other error surfaces at once.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import _model_registry, _tracking_service, fluent
 
 from ftpipe.config.schema import RegistryConfig
 from ftpipe.errors import ConfigError, FtpipeError, reason
@@ -42,12 +51,24 @@ _DUPLICATE = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entr
 _UPSERTED = ("alias", "_tags")
 """Aliases and tags are upserts: two writers can both insert; the loser's retry updates."""
 
+_MIRRORED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+"""Environment variables MLflow's setters write (for subprocesses to inherit)."""
+
+_GLOBALS_LOCK = threading.RLock()
+"""Serializes ftpipe's own `scoped_mlflow` blocks across threads (they swap process state)."""
+
 
 def connect(registry: RegistryConfig) -> MlflowClient:
-    """Point this process's MLflow at `registry.tracking_uri` and return a client.
+    """A client of the store at `registry.tracking_uri` (tracking and registry alike).
 
-    The URI is set process-wide too, because model logging and artifact downloads go through
-    MLflow's module-level API.
+    Nothing is set process-wide: the URIs live in the client. Calls MLflow offers only at
+    module level go through `scoped_mlflow`.
+
+    Args:
+        registry: The `registry` config section.
+
+    Returns:
+        A client whose tracking and registry URIs are both `registry.tracking_uri`.
 
     Raises:
         ConfigError: If the URI embeds credentials.
@@ -61,8 +82,6 @@ def connect(registry: RegistryConfig) -> MlflowClient:
             f"{parts.hostname}). Remove them from the config and set MLFLOW_TRACKING_USERNAME "
             "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead."
         )
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         # Touch the store once, so a wrong URI fails here with the key to fix; a fresh SQLite
@@ -75,6 +94,52 @@ def connect(registry: RegistryConfig) -> MlflowClient:
             "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN."
         ) from None
     return client
+
+
+@contextmanager
+def scoped_mlflow(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Point MLflow's process-wide state at the store `uri` for the block, then restore it.
+
+    For the calls MLflow has no client form of. The tracking and registry URIs (and, with
+    `experiment_id`, the active experiment) are set on entry; on exit, error or not, each is
+    put back as it was, an unset one as unset. The state is set directly rather than through
+    `mlflow.set_tracking_uri`, which would also write MLFLOW_TRACKING_URI into the environment
+    and reset the tracing provider with its user-set destination; the environment variables
+    MLflow's setters write (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI, MLFLOW_EXPERIMENT_ID) are
+    restored all the same, in case a call inside sets them. Blocks are serialized across
+    threads; they nest.
+
+    Args:
+        uri: The tracking (and registry) URI.
+        experiment_id: The experiment MLflow takes as active (what `mlflow.set_experiment`
+            would set, without its lookups and side effects); None leaves it alone.
+
+    Yields:
+        Nothing; the block runs with MLflow pointed at `uri`.
+    """
+    tracking_state = _tracking_service.utils
+    registry_state = _model_registry.utils
+    with _GLOBALS_LOCK:
+        tracking = tracking_state._tracking_uri
+        registry = registry_state._registry_uri
+        experiment = fluent._active_experiment_id
+        env = {name: os.environ.get(name) for name in _MIRRORED_ENV}
+        try:
+            # What mlflow.get_tracking_uri and get_registry_uri read before the environment.
+            tracking_state._tracking_uri = uri
+            registry_state._registry_uri = uri
+            if experiment_id is not None:
+                fluent._active_experiment_id = experiment_id
+            yield
+        finally:
+            fluent._active_experiment_id = experiment
+            registry_state._registry_uri = registry
+            tracking_state._tracking_uri = tracking
+            for name, value in env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

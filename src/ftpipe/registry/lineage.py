@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import subprocess
 from importlib import metadata
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ftpipe.artifacts import localize
 from ftpipe.config.schema import Config, ModelConfig, config_hash
+from ftpipe.data.prepared import PrepDir
 from ftpipe.hub import resolve_model
 
 PREFIX = "ftpipe."
@@ -69,7 +69,7 @@ def lineage_tags(
 def read_fingerprint(prep_dir: str | Path) -> str:
     """The data fingerprint prep wrote, or "unknown" when the prep output is not here."""
     try:
-        return json.loads((localize(prep_dir) / "fingerprint.json").read_text())["fingerprint"]
+        return PrepDir(localize(prep_dir)).fingerprint
     except (OSError, ValueError, KeyError):
         return "unknown"
 

@@ -1,16 +1,8 @@
 """`ftpipe promote`: move the `champion` alias only when the gate says the challenger is better.
 
-Concurrency. MLflow's alias update is last-writer-wins and offers no compare-and-set, so two
-promotions that both read champion v1 could each decide against v1 and overwrite each other:
-the later one wins without ever being compared with the earlier. Promotions of one model
-therefore run one at a time, under a lock that MLflow's stores make atomic: creating the
-registered model `<name>.promotion-lock` succeeds for exactly one caller (the name is a
-primary key); the others get RESOURCE_ALREADY_EXISTS and wait. Inside the lock, a promotion
-reads the champion, decides, tags the version and moves the alias; then it deletes the lock.
-
-A lock left by a dead process (older than `promote.lock_timeout_s`) is broken by renaming
-it to a unique name, which only one breaker can do, then checking that the renamed lock still
-holds the stale token before deleting it (a fresh lock renamed by mistake is renamed back).
+Concurrency. MLflow's alias update is last-writer-wins, so promotions of one model run one at
+a time, under the promotion lock (ftpipe.registry.lock). Inside the lock, a promotion reads the
+champion, decides, tags the version and moves the alias; then it releases the lock.
 
 Each decision also takes the next number of the model's promotion sequence (a registered-model
 tag, safe to increment under the lock) and records it on the version with the champion it was
@@ -23,15 +15,8 @@ the same pair gives the same result (the bootstrap is seeded).
 from __future__ import annotations
 
 import json
-import logging
-import os
-import random
-import socket
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,19 +29,15 @@ from mlflow.exceptions import MlflowException
 
 from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
-from ftpipe.registry.client import connect, retry
+from ftpipe.registry.client import connect, retry, scoped_mlflow
+from ftpipe.registry.evidence import EVAL_PREFIX, evidence
 from ftpipe.registry.gate import Decision, Policy, Scored, decide
-from ftpipe.registry.models import CHALLENGER, CHAMPION, EVAL_PREFIX, evidence
-
-log = logging.getLogger(__name__)
+from ftpipe.registry.lock import promotion_lock
+from ftpipe.registry.versions import CHALLENGER, CHAMPION
 
 GATE_PREFIX = "ftpipe.gate."
 SEQUENCE_TAG = "ftpipe.promotions"
 """Registered-model tag: how many gate decisions this model has had."""
-
-_LOCK_SUFFIX = ".promotion-lock"
-_TOKEN = "ftpipe.lock.token"
-_ACQUIRED = "ftpipe.lock.acquired_at"
 
 
 @dataclass(frozen=True)
@@ -142,7 +123,9 @@ def promote(config: Config, version: str | None = None, dry_run: bool = False) -
                     f"challenger's set: `ftpipe evaluate --model models:/{name}@champion` with "
                     "the same data config, then promote again."
                 )
-        frames = [_predictions(record["predictions"]) for record in (mine, theirs) if record]
+        frames = [
+            _predictions(client, record["predictions"]) for record in (mine, theirs) if record
+        ]
         names = _names_of(*frames)
         try:
             decision = decide(
@@ -224,10 +207,15 @@ def _names_of(*frames: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def _predictions(uri: str) -> pd.DataFrame:
+def _predictions(client: MlflowClient, uri: str) -> pd.DataFrame:
+    """An evaluation's predictions file (`runs:/...` in the client's store), sorted by row."""
+    store = client.tracking_uri
     with tempfile.TemporaryDirectory(prefix="ftpipe-gate-") as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            with scoped_mlflow(store):  # some artifact repositories read the global URIs
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=tmp, tracking_uri=store, registry_uri=store
+                )
         except MlflowException as exc:
             raise FtpipeError(f"Cannot fetch the predictions {uri}: {reason(exc)}.") from None
         frame = pd.read_parquet(path, columns=["row", "label", "predicted"])
@@ -277,82 +265,6 @@ def _record(
             ),
             "record the decision",
         )
-
-
-@contextmanager
-def promotion_lock(client: MlflowClient, name: str, timeout_s: float) -> Iterator[None]:
-    """Hold `<name>.promotion-lock` for the duration; see the module docstring.
-
-    Raises:
-        FtpipeError: If another promotion holds the lock for longer than twice `timeout_s`.
-    """
-    lock = name + _LOCK_SUFFIX
-    token = uuid.uuid4().hex
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    started = time.monotonic()
-    delay = 0.05
-    while True:
-        tags = {_TOKEN: token, _ACQUIRED: f"{time.time():.3f}", "ftpipe.lock.owner": owner}
-        try:
-            retry(
-                lambda t=tags: client.create_registered_model(
-                    lock, tags=t, description=f"ftpipe promotion lock for {name}; held by {owner}"
-                ),
-                "take the promotion lock",
-            )
-            break
-        except MlflowException as exc:
-            # DOES_NOT_EXIST: MLflow saw the name taken, then found it gone (released in
-            # between); either way another process got there first.
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
-                raise
-        _break_if_stale(client, lock, timeout_s)
-        if time.monotonic() - started > 2 * timeout_s:
-            raise FtpipeError(
-                f"Another promotion of {name} has held the lock ({lock}) for over "
-                f"{2 * timeout_s:.0f}s. Wait for it, or, if its process died, delete the "
-                f"registered model {lock}; promote.lock_timeout_s sets the wait."
-            )
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 1.5, 1.0)
-    try:
-        yield
-    finally:
-        _release(client, lock, token)
-
-
-def _release(client: MlflowClient, lock: str, token: str) -> None:
-    try:
-        held = retry(lambda: client.get_registered_model(lock), "read the lock")
-        if held.tags.get(_TOKEN) == token:  # never delete a lock that was broken and retaken
-            retry(lambda: client.delete_registered_model(lock), "release the lock")
-    except MlflowException as exc:
-        log.warning("Could not release the promotion lock %s: %s", lock, reason(exc))
-
-
-def _break_if_stale(client: MlflowClient, lock: str, timeout_s: float) -> None:
-    try:
-        held = retry(lambda: client.get_registered_model(lock), "read the lock")
-    except MlflowException:
-        return  # released meanwhile
-    acquired = float(held.tags.get(_ACQUIRED, "inf"))
-    if time.time() - acquired < timeout_s:
-        return
-    stale = held.tags.get(_TOKEN)
-    grave = f"{lock}.stale-{uuid.uuid4().hex[:12]}"
-    try:
-        retry(lambda: client.rename_registered_model(lock, grave), "break the stale lock")
-    except MlflowException:
-        return  # someone else broke or released it first
-    renamed = retry(lambda: client.get_registered_model(grave), "read the broken lock")
-    if renamed.tags.get(_TOKEN) == stale:
-        log.warning("Broke a stale promotion lock %s held since %s", lock, acquired)
-        retry(lambda: client.delete_registered_model(grave), "delete the broken lock")
-        return
-    try:  # a fresh lock was renamed by mistake: give it back
-        client.rename_registered_model(grave, lock)
-    except MlflowException as exc:
-        log.warning("Could not restore the promotion lock %s: %s", lock, reason(exc))
 
 
 def describe(promotion: Promotion) -> dict:

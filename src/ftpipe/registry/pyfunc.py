@@ -1,10 +1,11 @@
 """The MLflow pyfunc model: an ftpipe export directory behind MLflow's `predict` API.
 
 The export directory travels as the model's artifact `export`, unchanged (for LoRA, the
-adapter alone; see `ftpipe.registry.models`). Loading goes through `ftpipe.predict.Predictor`,
-so the three export kinds (transformers, peft, pooled-classifier) all work and tokenize as in
-training. The model is logged "from code" (`pyfunc_code.py`): MLflow stores that file, not a
-pickle, and nothing user-supplied is ever unpickled.
+adapter alone; see `ftpipe.registry.model_log`). Loading goes through
+`ftpipe.train.predictor.Predictor`, so the three export kinds (transformers, peft,
+pooled-classifier) all work and tokenize as in training. The model is logged "from code"
+(`pyfunc_code.py`): MLflow stores that file, not a pickle, and nothing user-supplied is ever
+unpickled.
 
 Input: a DataFrame with a `text` column (and `text_pair` for pair models). Output: `label`
 and one `prob_<label>` column per class.
@@ -26,7 +27,7 @@ class ExportModel(PythonModel):
 
     def load_context(self, context) -> None:
         """Load the export from the model's artifacts."""
-        from ftpipe.predict import Predictor
+        from ftpipe.train.predictor import Predictor
 
         self.predictor = Predictor.load(context.artifacts[EXPORT_ARTIFACT])
 

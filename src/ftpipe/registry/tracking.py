@@ -9,6 +9,10 @@
 An exception ends the run FAILED (KILLED for Ctrl-C) and propagates. Tune trials pass the
 sweep's `parent_run_id` and become nested runs under it. The run id is also written to
 `train.output_dir/tracking.json`, where `ftpipe evaluate` and `ftpipe register` find it.
+
+In between, the run is MLflow's active (fluent) run, which samples system metrics and nests;
+MLflow's global URIs point at the store only while the run starts and ends (`scoped_mlflow`),
+so the caller's stay as they were. Everything else goes through an explicit client.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,8 @@ from mlflow.exceptions import MlflowException
 
 from ftpipe.artifacts import localize
 from ftpipe.config.schema import Config, RegistryConfig
-from ftpipe.registry.client import connect, experiment_id, retry
+from ftpipe.data.prepared import PrepDir
+from ftpipe.registry.client import connect, experiment_id, retry, scoped_mlflow
 from ftpipe.registry.lineage import lineage_tags
 from ftpipe.registry.params import flatten, split_params
 
@@ -90,25 +95,29 @@ class TrainingRun:
 
     def __enter__(self) -> TrainingRun:
         config = self.config
+        uri = config.registry.tracking_uri
         self.client = connect(config.registry)
         tags = lineage_tags(config, None, self.pipeline_run_id, self.tune_trial_id)
         name = self.run_name or f"{config.strategy.name}-{tags['ftpipe.config_hash'][:8]}"
-        active = retry(
-            lambda: mlflow.start_run(
-                experiment_id=experiment_id(self.client, config.registry.experiment_name),
-                run_name=name,
-                nested=self.parent_run_id is not None or mlflow.active_run() is not None,
-                parent_run_id=self.parent_run_id,
-                tags=tags,
-                log_system_metrics=config.registry.log_system_metrics,
-            ),
-            "start a run",
-        )
+        experiment = experiment_id(self.client, config.registry.experiment_name)
+        with scoped_mlflow(uri):  # the system metrics monitor keeps the URI it starts with
+            active = retry(
+                lambda: mlflow.start_run(
+                    experiment_id=experiment,
+                    run_name=name,
+                    nested=self.parent_run_id is not None or mlflow.active_run() is not None,
+                    parent_run_id=self.parent_run_id,
+                    tags=tags,
+                    log_system_metrics=config.registry.log_system_metrics,
+                ),
+                "start a run",
+            )
         self.run_id = active.info.run_id
         try:
             self._log_inputs()
         except BaseException:
-            mlflow.end_run("FAILED")
+            with scoped_mlflow(uri):
+                mlflow.end_run("FAILED")
             raise
         self._record("RUNNING")
         return self
@@ -119,11 +128,17 @@ class TrainingRun:
             status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
-            mlflow.end_run(status)
+            with scoped_mlflow(self.config.registry.tracking_uri):
+                mlflow.end_run(status)
         else:  # ended elsewhere or on another thread: set the status directly
             retry(lambda: self.client.set_terminated(self.run_id, status), "end the run")
         self._record(status)
         return False  # never swallow the training error
+
+    def log_history(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Log every evaluation of a training history at its own step."""
+        for entry in entries:
+            self.log_metrics(entry, int(entry["step"]))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the numeric entries of `metrics` at `step` (e.g. a loop report)."""
@@ -153,15 +168,14 @@ class TrainingRun:
     def _log_inputs(self) -> None:
         config = self.config
         params = flatten(config.model_dump(mode="json"))
-        prep = localize(config.data.output_dir)
-        label_map = prep / "label_map.json"
-        if label_map.is_file():
-            params["labels.id2label"] = json.loads(label_map.read_text())["id2label"]
+        prep = PrepDir(localize(config.data.output_dir))
+        if prep.label_map_path.is_file():
+            params["labels.id2label"] = json.loads(prep.label_map_path.read_text())["id2label"]
         log_params(self.client, self.run_id, params)
         for path, artifact_dir in (
-            (prep / "stats.json", "prep"),
-            (label_map, "prep"),
-            (prep / "fingerprint.json", "prep"),
+            (prep.stats_path, "prep"),
+            (prep.label_map_path, "prep"),
+            (prep.fingerprint_path, "prep"),
             (Path(config.recommend.output_dir) / "recommendation.json", "recommend"),
             (Path(config.recommend.output_dir) / "recommendation.txt", "recommend"),
         ):
@@ -219,7 +233,7 @@ def log_evaluation(
     run_id: str | None = None,
     model_config: Config | None = None,
 ) -> str:
-    """Log an `ftpipe.evaluate.Evaluation` to MLflow and return the run id.
+    """Log an `ftpipe.stages.evaluate.Evaluation` to MLflow and return the run id.
 
     Into `run_id` (the training run) when given, without changing its status; otherwise into a
     new run named after the model, tagged with the model's lineage. Metrics are prefixed

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ftpipe.config.rules import rules_for
 from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError
 from ftpipe.strategies.layers import Layout, discover
+from ftpipe.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,18 @@ def prepare(model: nn.Module, config: Config) -> Prepared:
             f"strategy.name={name} must be resolved before training: run `ftpipe recommend` "
             f"or set one of {', '.join(sorted(STRATEGIES))}."
         )
+    task, rules = get_task(config.data.task), rules_for(name)
+    if rules.needs_new_head and not task.new_head:
+        raise FtpipeError(
+            f"strategy.name={name} trains a new classification head, but data.task={task.name} "
+            f"trains {type(model).__name__}'s pretrained output layer. Use one of "
+            f"{', '.join(s for s in sorted(STRATEGIES) if not rules_for(s).needs_new_head)}."
+        )
     layout = discover(model)
-    # A classifier's head is new; a language model's output layer is pretrained (and often
-    # tied to the embeddings), so it trains at the backbone's top learning rate.
+    # A new head trains at `train.head_lr`; a pretrained output layer (a language model's, often
+    # tied to the embeddings) trains at the backbone's top learning rate.
     pretrained_parts = [getattr(model, layout.backbone_name)]
-    if is_causal_lm(model):
+    if not task.new_head:
         pretrained_parts += [m for _, m in layout.head]
     pretrained = frozenset(id(p) for part in pretrained_parts for p in part.parameters())
     prepared_model = STRATEGIES[name](model, layout, config)
@@ -79,7 +88,7 @@ def prepare(model: nn.Module, config: Config) -> Prepared:
         model=prepared_model,
         layout=layout,
         pretrained=pretrained,
-        gradient_checkpointing=config.train.gradient_checkpointing and name != "prefix",
+        gradient_checkpointing=config.train.gradient_checkpointing and rules.gradient_checkpointing,
         unfreeze=unfreeze,
     )
 
@@ -89,20 +98,3 @@ def set_trainable(modules: Iterable[nn.Module], trainable: bool) -> None:
     for module in modules:
         for parameter in module.parameters():
             parameter.requires_grad_(trainable)
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    """Whether the model predicts tokens (has output embeddings) rather than classes."""
-    get_output = getattr(model, "get_output_embeddings", None)
-    return get_output is not None and get_output() is not None
-
-
-def require_classifier(model: nn.Module, strategy: str) -> None:
-    """Refuse strategies that need a new classification head on a causal LM."""
-    if is_causal_lm(model):
-        raise FtpipeError(
-            f"strategy.name={strategy} trains a new classification head, but "
-            f"{type(model).__name__} predicts tokens with its pretrained output layer. Use "
-            "full, freeze, gradual-unfreezing, lora, ia3 or a prompt-learning strategy for "
-            "causal LMs."
-        )

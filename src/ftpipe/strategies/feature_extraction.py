@@ -17,7 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ftpipe.config.schema import Config
 from ftpipe.data.features import pool, pooling_for
-from ftpipe.strategies.base import register, require_classifier, set_trainable
+from ftpipe.strategies.base import register, set_trainable
 from ftpipe.strategies.layers import Layout
 
 
@@ -78,7 +78,6 @@ class PooledClassifier(nn.Module):
 @register("feature-extraction")
 def feature_extraction(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     """Freeze the backbone and replace the model's head with a pooled linear classifier."""
-    require_classifier(model, "feature-extraction")
     backbone = getattr(model, layout.backbone_name)
     set_trainable([backbone], False)
     return PooledClassifier(backbone, pooling_for(config, backbone), model.config.num_labels)

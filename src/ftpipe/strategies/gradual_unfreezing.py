@@ -18,8 +18,8 @@ from ftpipe.strategies.layers import Layout
 def gradual_unfreezing(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     """Freeze all but the head and attach the schedule as `model.ftpipe_unfreeze(epoch)`.
 
-    For a causal LM the head is its output layer; where that is tied to the embeddings (GPT-2),
-    the shared weights train from the start.
+    For a language model the head is its output layer; where that is tied to the embeddings
+    (GPT-2), the shared weights train from the start.
     """
     every = config.strategy.unfreeze_every
     groups = unfreeze_groups(model, layout)

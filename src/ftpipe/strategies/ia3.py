@@ -24,10 +24,10 @@ def ia3(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     return wrap(
         model,
         IA3Config(
-            task_type=task_type(model),
+            task_type=task_type(config),
             target_modules=list(targets),
             feedforward_modules=list(feedforward),
-            modules_to_save=head_to_save(model, layout),
+            modules_to_save=head_to_save(layout, config),
         ),
         "ia3",
     )

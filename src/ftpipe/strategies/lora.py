@@ -31,12 +31,12 @@ def lora(model: nn.Module, layout: Layout, config: Config) -> nn.Module:
     return wrap(
         model,
         LoraConfig(
-            task_type=task_type(model),
+            task_type=task_type(config),
             r=settings.r,
             lora_alpha=settings.alpha,
             lora_dropout=settings.dropout,
             target_modules=list(settings.target_modules or default_targets(model, layout)),
-            modules_to_save=head_to_save(model, layout),
+            modules_to_save=head_to_save(layout, config),
         ),
         "lora",
     )

@@ -1,7 +1,7 @@
 """What every PEFT strategy shares: the task type, the head to keep training, the wrap.
 
-The classification head is new, so it always trains (PEFT's `modules_to_save`); for causal
-LMs the output layer is pretrained (and often tied to the embeddings), so nothing is added.
+A new head (a classifier's) always trains (PEFT's `modules_to_save`); a pretrained output
+layer (a language model's, often tied to the embeddings) is left to the adapter.
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ from typing import Any
 
 from torch import nn
 
+from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
-from ftpipe.strategies.base import is_causal_lm
 from ftpipe.strategies.layers import Layout
+from ftpipe.tasks import get_task
 
 
-def task_type(model: nn.Module) -> str:
-    """PEFT's task type for the model: causal LM or sequence classification."""
-    return "CAUSAL_LM" if is_causal_lm(model) else "SEQ_CLS"
+def task_type(config: Config) -> str:
+    """PEFT's task type for the configured task."""
+    return get_task(config.data.task).peft_task_type
 
 
-def head_to_save(model: nn.Module, layout: Layout) -> list[str] | None:
-    """Names of the head modules that hold parameters, for `modules_to_save`."""
-    if is_causal_lm(model):
+def head_to_save(layout: Layout, config: Config) -> list[str] | None:
+    """Names of the new head's modules that hold parameters, for `modules_to_save`."""
+    if not get_task(config.data.task).new_head:
         return None
     return [name for name, module in layout.head if any(True for _ in module.parameters())]
 

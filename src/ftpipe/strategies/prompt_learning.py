@@ -22,7 +22,7 @@ def _prompt_learning(name: str, model: nn.Module, layout: Layout, config: Config
 
     settings = config.strategy.prompt
     common = {
-        "task_type": task_type(model),
+        "task_type": task_type(config),
         "num_virtual_tokens": settings.num_virtual_tokens,
         **prompt_dimensions(model),
     }
@@ -34,7 +34,7 @@ def _prompt_learning(name: str, model: nn.Module, layout: Layout, config: Config
         )
     else:
         peft_config = peft.PromptTuningConfig(**common)
-    saved = head_to_save(model, layout)
+    saved = head_to_save(layout, config)
     if saved:
         peft_config.modules_to_save = saved
     return wrap(model, peft_config, name)

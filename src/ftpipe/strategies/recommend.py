@@ -30,6 +30,7 @@ from ftpipe.data.features import extract_features, pooling_for
 from ftpipe.data.prepared import PreparedData, load_prepared
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
+from ftpipe.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,12 @@ def run_recommend(config: Config) -> Recommendation:
     Raises:
         FtpipeError: If prep has not run for this config, or the model cannot be loaded.
     """
-    if config.data.task != "classification":
+    task = get_task(config.data.task)
+    if not task.labelled:
         raise FtpipeError(
-            f"ftpipe recommend measures labelled classification data, and data.task is "
-            f"{config.data.task}. Set strategy.name (full, freeze, lora, ...) for language-model "
-            "fine-tuning."
+            f"ftpipe recommend measures labelled data (a linear probe on the labels), and "
+            f"data.task={task.name} has no labels. Set strategy.name (full, freeze, lora, ...) "
+            "instead."
         )
     prepared = load_prepared(config.data.output_dir)
     if prepared.stats["model"] != config.model.name:
@@ -192,24 +194,7 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
         m.unknown_token_rate <= t.max_unknown_rate and m.pieces_per_word <= t.max_pieces_per_word
     )
     similar = probe_ok and vocab_ok
-    reasons = [
-        "Training rows per class: "
-        + ", ".join(f"{name} {n:,}" for name, n in m.rows_per_class.items())
-        + ".",
-        f"{'Large' if large else 'Small'} data: the smallest of {m.classes} classes has "
-        f"{m.smallest_class_rows:,} training rows ({'at least' if large else 'under'} "
-        f"recommend.large_per_class={t.large_per_class:,}).",
-        f"A linear probe on frozen features reaches {m.probe_accuracy:.1%} ± "
-        f"{m.probe_accuracy_std:.1%} ({m.probe_folds}-fold, {m.probe_rows:,} rows) against "
-        f"{m.majority_accuracy:.1%} for the majority class: a lift of {m.probe_lift:.2f} "
-        f"({'at least' if probe_ok else 'under'} recommend.similar_probe_lift="
-        f"{t.similar_probe_lift}).",
-        f"The tokenizer sees {m.unknown_token_rate:.2%} unknown tokens and "
-        f"{m.pieces_per_word:.2f} pieces per word ("
-        + ("within" if vocab_ok else "beyond")
-        + f" recommend.max_unknown_rate={t.max_unknown_rate} and "
-        f"recommend.max_pieces_per_word={t.max_pieces_per_word}).",
-    ]  # fmt: skip
+    reasons = _reasons(config, m, large, probe_ok, vocab_ok)
     # Say which signal failed: a vocabulary mismatch is a different problem from features that
     # do not separate these particular classes.
     mismatch = (
@@ -294,3 +279,28 @@ def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         take = max(2, round(size * len(members) / len(labels)))
         chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def _reasons(
+    config: Config, m: Measurements, large: bool, probe_ok: bool, vocab_ok: bool
+) -> list[str]:
+    """What was measured, and which side of each threshold it fell on."""
+    t = config.recommend
+    return [
+        "Training rows per class: "
+        + ", ".join(f"{name} {n:,}" for name, n in m.rows_per_class.items())
+        + ".",
+        f"{'Large' if large else 'Small'} data: the smallest of {m.classes} classes has "
+        f"{m.smallest_class_rows:,} training rows ({'at least' if large else 'under'} "
+        f"recommend.large_per_class={t.large_per_class:,}).",
+        f"A linear probe on frozen features reaches {m.probe_accuracy:.1%} ± "
+        f"{m.probe_accuracy_std:.1%} ({m.probe_folds}-fold, {m.probe_rows:,} rows) against "
+        f"{m.majority_accuracy:.1%} for the majority class: a lift of {m.probe_lift:.2f} "
+        f"({'at least' if probe_ok else 'under'} recommend.similar_probe_lift="
+        f"{t.similar_probe_lift}).",
+        f"The tokenizer sees {m.unknown_token_rate:.2%} unknown tokens and "
+        f"{m.pieces_per_word:.2f} pieces per word ("
+        + ("within" if vocab_ok else "beyond")
+        + f" recommend.max_unknown_rate={t.max_unknown_rate} and "
+        f"recommend.max_pieces_per_word={t.max_pieces_per_word}).",
+    ]  # fmt: skip

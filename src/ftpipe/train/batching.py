@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ftpipe.data.prepared import Split, batches
+from ftpipe.tasks import Task
 
 
 def rank_order(
@@ -27,8 +28,8 @@ def rank_order(
     micro-batch, a run of consecutive rows, holds rows of similar length (little of a padded
     batch is padding). A step's rows are still the shuffle's; only which rank reads which, and
     with which, differs. A classifier's step gradient (a mean over rows) is therefore
-    unchanged; a causal LM's loss is a mean over each micro-batch's tokens, so its rows are
-    weighted a little differently. The rows past the last whole step are left out this epoch
+    unchanged; a language model's loss is a mean over each micro-batch's tokens, so its rows
+    are weighted a little differently. The rows past the last whole step are left out this epoch
     (the next shuffle puts others there).
 
     Args:
@@ -62,44 +63,27 @@ def eval_shard(rows: int, rank: int, world_size: int) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class BatchSource:
-    """Turns row indices into model inputs: padded token tensors, or cached features.
+    """Turns row indices into model inputs and the task's targets.
+
+    Inputs are padded token tensors, or cached features for feature extraction.
 
     Attributes:
         split: The rows.
         pad_id: Padding token id.
-        causal_lm: Build next-token labels (padding and prompt tokens masked with -100).
+        task: The task, which builds each batch's `labels`.
         features: Cached pooled features for feature extraction, [rows, hidden].
     """
 
     split: Split
     pad_id: int
-    causal_lm: bool = False
+    task: Task
     features: torch.Tensor | None = None
 
     def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Tensors for these rows, on `device`."""
         if self.features is not None:
-            index = torch.from_numpy(rows)
-            tensors = {
-                "features": self.features[index],
-                "labels": torch.from_numpy(self.split.labels[rows]),
-            }
+            tensors = {"features": self.features[torch.from_numpy(rows)]}
         else:
             _, tensors = next(batches(self.split, len(rows), self.pad_id, rows))
-            if self.causal_lm:
-                tensors["labels"] = lm_labels(self.split, rows, tensors)
+        tensors["labels"] = self.task.targets(self.split, rows, tensors)
         return {name: value.to(device, non_blocking=True) for name, value in tensors.items()}
-
-
-def lm_labels(split: Split, rows: np.ndarray, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Next-token targets: the input ids, with padding and each row's prompt masked out.
-
-    The model shifts labels by one itself; -100 positions add nothing to the loss, so a
-    prompt+completion row is trained on its completion only.
-    """
-    labels = tensors["input_ids"].masked_fill(tensors["attention_mask"] == 0, -100)
-    if split.prompt_lengths is not None:
-        positions = torch.arange(labels.size(1))
-        prompt = torch.from_numpy(split.prompt_lengths[rows]).unsqueeze(1)
-        labels = labels.masked_fill(positions.unsqueeze(0) < prompt, -100)
-    return labels

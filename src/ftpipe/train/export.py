@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +27,93 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ftpipe.config.load import validate_config
 from ftpipe.config.schema import Config
-from ftpipe.data.labels import LabelMap
+from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
 from ftpipe.strategies.feature_extraction import PooledClassifier
 from ftpipe.strategies.merge import merge_adapter
-from ftpipe.train.model import SAFE_LOADING, load_tokenizer_for_export
+from ftpipe.tasks import SAFE_LOADING, LabelMap, Task, get_task
+from ftpipe.train.model import load_tokenizer_for_export
 
 MANIFEST = "ftpipe.json"
 EVAL_KEYS = ("loss", "accuracy", "macro_f1", "perplexity")
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export directory: the one place that knows its layout.
+
+    `write_export` writes it; predict, evaluate and the registry read it through this class,
+    so none of them spells a file name or re-reads the config as a raw dict.
+    """
+
+    directory: Path
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Export:
+        """An existing export.
+
+        Raises:
+            FtpipeError: If the directory holds no ftpipe export.
+        """
+        export = cls(Path(directory))
+        if not export.manifest_path.is_file():
+            raise FtpipeError(
+                f"{directory} is not an ftpipe export (no {MANIFEST}). Pass the model/ directory "
+                "that `ftpipe train` wrote, or a registry URI such as models:/NAME@champion."
+            )
+        return export
+
+    @property
+    def manifest_path(self) -> Path:
+        """ftpipe.json: base model, strategy, task and kind."""
+        return self.directory / MANIFEST
+
+    @property
+    def config_path(self) -> Path:
+        """config.yaml: the resolved config the model was trained with."""
+        return self.directory / "config.yaml"
+
+    @property
+    def label_map_path(self) -> Path:
+        """label_map.json (labelled tasks only)."""
+        return self.directory / "label_map.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        """metrics.json: the exported checkpoint's evaluation."""
+        return self.directory / "metrics.json"
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest (see the module docstring for the kinds)."""
+        return json.loads(self.manifest_path.read_text())
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The exported checkpoint's evaluation."""
+        return json.loads(self.metrics_path.read_text())
+
+    @property
+    def task(self) -> Task:
+        """The task the model was trained for."""
+        return get_task(self.manifest["task"])
+
+    @property
+    def kind(self) -> str:
+        """transformers, peft or pooled-classifier."""
+        return self.manifest["kind"]
+
+    @property
+    def labels(self) -> LabelMap | None:
+        """The label map, for labelled tasks."""
+        return LabelMap.load(self.label_map_path) if self.task.labelled else None
+
+    @cached_property
+    def config(self) -> Config:
+        """The resolved config the model was trained with."""
+        return validate_config(yaml.safe_load(self.config_path.read_text()), str(self.config_path))
 
 
 def write_export(
@@ -51,7 +131,7 @@ def write_export(
         "base_model": config.model.name,
         "base_model_revision": config.model.revision,
         "strategy": config.strategy.name,
-        "task": "classification" if labels is not None else "causal-lm",
+        "task": config.data.task,
     }
     if isinstance(model, PooledClassifier):
         model.backbone.save_pretrained(directory)
@@ -71,13 +151,12 @@ def write_export(
         model.save_pretrained(directory)
         manifest |= {"kind": "transformers"}
     load_tokenizer_for_export(config).save_pretrained(directory)
+    export = Export(directory)
     if labels is not None:
-        labels.save(directory / "label_map.json")
-    (directory / "config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        labels.save(export.label_map_path)
+    export.config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    export.metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    export.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (directory / "README.md").write_text(model_card(manifest, config, metrics))
     return directory
 
@@ -87,20 +166,10 @@ def load_export(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
 
     The model's forward takes tokenizer output and returns an object with `.logits`.
     """
-    from transformers import (
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from transformers import AutoModel, AutoTokenizer
 
-    directory = Path(directory)
-    manifest = json.loads((directory / MANIFEST).read_text())
-    auto = (
-        AutoModelForSequenceClassification
-        if manifest["task"] == "classification"
-        else AutoModelForCausalLM
-    )
+    export = Export.open(directory)
+    directory, manifest = export.directory, export.manifest
     if manifest["kind"] == "pooled-classifier":
         backbone = AutoModel.from_pretrained(directory, **SAFE_LOADING)
         head = load_file(str(directory / "head.safetensors"))
@@ -109,19 +178,13 @@ def load_export(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     elif manifest["kind"] == "peft":
         from peft import PeftModel
 
-        extra = {}
-        if manifest["task"] == "classification":
-            labels = LabelMap.load(directory / "label_map.json")
-            extra = {"num_labels": len(labels.names), **labels.to_json()}
-        base = auto.from_pretrained(
-            resolve_model(manifest["base_model"]),
+        base = export.task.load_model(
+            resolve_model(manifest["base_model"]), export.labels,
             revision=manifest["base_model_revision"],
-            **SAFE_LOADING,
-            **extra,
-        )
+        )  # fmt: skip
         model = PeftModel.from_pretrained(base, directory / manifest["adapter"])
     else:
-        model = auto.from_pretrained(directory, **SAFE_LOADING)
+        model = export.task.load_model(str(directory), None)
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     return model.eval(), tokenizer, manifest
 
@@ -136,11 +199,7 @@ def predict_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 
 def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]) -> str:
     """A short README: what this is, how it was trained, how to load it, what it scored."""
-    auto = (
-        "AutoModelForSequenceClassification"
-        if manifest["task"] == "classification"
-        else "AutoModelForCausalLM"
-    )
+    auto = get_task(manifest["task"]).model_class
     how = {
         "transformers": (
             f"from transformers import {auto}, AutoTokenizer\n"

@@ -20,7 +20,6 @@ from ftpipe.data.prepared import load_prepared
 from ftpipe.strategies.recommend import resolve_auto
 from ftpipe.train.checkpoint import LocalCheckpoints
 from ftpipe.train.loop import RankContext, init_distributed, train
-from ftpipe.train.metrics import resolve_metric
 from ftpipe.train.outcome import Outcome, finish
 
 
@@ -30,7 +29,7 @@ def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
     init_distributed(ctx)
     data = load_prepared(config.data.output_dir)
     output_dir = Path(config.train.output_dir)
-    _, higher = resolve_metric(config.train.metric, data.labels is not None)
+    _, higher = data.task.resolve_metric(config.train.metric)
     # One run directory per launch, so a later run never prunes an earlier run's checkpoints.
     # Rank 0 names it: clocks on other ranks may already show the next second.
     name = [time.strftime("run-%Y%m%d-%H%M%S")]

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 
 from ftpipe.config.schema import Config
-from ftpipe.data.labels import LabelMap
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.hub import resolve_model
-
-SAFE_LOADING = {"trust_remote_code": False, "use_safetensors": True}
-"""Never run a model repository's code, never unpickle weights."""
+from ftpipe.tasks import LabelMap, get_task
 
 
 def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | None = None):
-    """Load the pretrained model: a sequence classifier over `labels`, else a causal LM.
+    """Load the pretrained model with the head of `data.task` (sized to `labels` if it has one).
 
     Under ZeRO-3 an `HfDeepSpeedConfig` must exist before `from_pretrained`: transformers then
     builds the model inside `deepspeed.zero.Init`, so each rank materialises only its shard
@@ -27,7 +23,6 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
     Raises:
         FtpipeError: If the model cannot be loaded.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.integrations import HfDeepSpeedConfig
 
     zero3 = None
@@ -35,18 +30,12 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
         zero3 = HfDeepSpeedConfig(ds_config)
     # fp32 master weights whatever the checkpoint's dtype: DeepSpeed casts for bf16/fp16 itself,
     # and train.precision=fp32 must not silently train a bf16 checkpoint in bf16.
-    kwargs: dict[str, Any] = {
-        "revision": config.model.revision,
-        "dtype": torch.float32,
-        **SAFE_LOADING,
-    }
-    if labels is not None:
-        auto = AutoModelForSequenceClassification
-        kwargs |= {"num_labels": len(labels.names), **labels.to_json()}
-    else:
-        auto = AutoModelForCausalLM
+    task = get_task(config.data.task)
     try:
-        model = auto.from_pretrained(resolve_model(config.model.name), **kwargs)
+        model = task.load_model(
+            resolve_model(config.model.name), labels,
+            revision=config.model.revision, dtype=torch.float32,
+        )  # fmt: skip
     except Exception as exc:  # Hub and file errors come in many types
         raise FtpipeError(
             f"Cannot load model.name={config.model.name!r} for training: {reason(exc)}. Use the "

@@ -7,7 +7,6 @@ hands each new worker the last reported checkpoint, which the loop resumes at it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,14 +16,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from ftpipe.artifacts import absolute, localize
+from ftpipe.artifacts import absolute
 from ftpipe.config import Config
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import config_hash
+from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.train.checkpoint import read_trainer_state
 from ftpipe.train.deepspeed import batch_plan
-from ftpipe.train.metrics import resolve_metric
 from ftpipe.train.outcome import Outcome, finish
 
 log = logging.getLogger(__name__)
@@ -127,19 +126,14 @@ def preflight(config: Config, use_gpu: bool) -> None:
         FtpipeError: On a missing prep, a batch that does not split, half precision without
             GPUs, or too little data for one global batch.
     """
-    prep = localize(config.data.output_dir)
-    if not (prep / "stats.json").exists():
-        raise DataError(
-            f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
-            "config first."
-        )
+    prep = PrepDir.open(config.data.output_dir)
     plan = batch_plan(config.train, config.train.num_workers)
     if not use_gpu and config.train.precision in ("bf16", "fp16"):
         raise ConfigError(
             f"train.precision={config.train.precision} needs GPUs, and the workers get none "
             "(train.use_gpu, or a Ray cluster without GPUs). Use train.precision=auto."
         )
-    rows = json.loads((prep / "stats.json").read_text())["splits"]["train"]["rows"]
+    rows = prep.rows["train"]
     if rows // plan.world_size < plan.per_rank:
         raise DataError(
             f"The training split has {rows} rows, fewer than one global batch "
@@ -149,8 +143,7 @@ def preflight(config: Config, use_gpu: bool) -> None:
 
 def higher_is_better(config: Config) -> bool:
     """Whether the run's early-stopping metric improves upwards (read from its prep)."""
-    classification = (localize(config.data.output_dir) / "label_map.json").exists()
-    return resolve_metric(config.train.metric, classification)[1]
+    return PrepDir.open(config.data.output_dir).task.resolve_metric(config.train.metric)[1]
 
 
 def best_of(result: Any, higher: bool) -> tuple[Any, dict[str, Any]]:

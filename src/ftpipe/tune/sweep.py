@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from ftpipe.artifacts import absolute, absolute_tracking_uri, localize
 from ftpipe.config import Config
 from ftpipe.config.load import apply_overrides, validate_config
 from ftpipe.config.schema import canonical_json
+from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import FtpipeError
 from ftpipe.train.outcome import Outcome, finish
 from ftpipe.tune.report import trial_rows, write_plots, write_results
@@ -58,14 +61,20 @@ def sweep_name(config: Config) -> str:
     return f"sweep-{hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]}"
 
 
-def run_sweep(config: Config, resume: bool = False) -> SweepOutcome:
+Track = Callable[..., AbstractContextManager[Any]]
+"""Opens the tracking run around the sweep and each trial (the stage passes
+`ftpipe.registry.tracking.TrainingRun`): called with a config and the keywords `run_name`,
+`record_dir`, `parent_run_id` or `tune_trial_id`; what it yields has `run_id`,
+`log_history(entries)` and `log_artifact(path, directory)`."""
+
+
+def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep, write its outputs, then the final step (`tune.final`).
 
     Raises:
         FtpipeError: On an invalid search space, a sweep that exists (without `resume`) or is
             missing (with it), or a sweep in which no trial reported a metric.
     """
-    from ftpipe.registry.tracking import TrainingRun
     from ftpipe.train.ray_train import ensure_ray, higher_is_better
 
     space = dict(config.tune.search_space) or _suggested_space(config)
@@ -81,9 +90,9 @@ def run_sweep(config: Config, resume: bool = False) -> SweepOutcome:
     ensure_ray(config.train.ray_address)
 
     # The sweep is one MLflow run; each trial a run nested under it.
-    with TrainingRun(base, run_name=name, record_dir=storage) as sweep_run:
+    with track(base, run_name=name, record_dir=storage) as sweep_run:
         outcome = _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
-                         sweep_run.run_id, resume)  # fmt: skip
+                         (track, sweep_run.run_id), resume)  # fmt: skip
         for path in (outcome.results, outcome.best_config, directory / "best.json",
                      directory / "metric_vs_lr.png", directory / "trials.png"):  # fmt: skip
             sweep_run.log_artifact(path, "sweep")
@@ -96,8 +105,9 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     from ray.tune import RunConfig, TuneConfig, Tuner
 
     directory = storage / name
+    track, parent_run_id = parent
     trainable = tune.with_parameters(
-        _trial, base=base_raw, directory=str(directory), parent_run_id=parent
+        _trial, base=base_raw, directory=str(directory), track=track, parent_run_id=parent_run_id
     )
     # The trial function only coordinates its Ray Train run, whose workers hold the CPUs and
     # GPUs. Tune needs a non-empty request: a token of memory, so even a small share of a CPU
@@ -160,12 +170,13 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final)
 
 
-def _trial(params: dict[str, Any], base: dict, directory: str, parent_run_id: str) -> None:
+def _trial(
+    params: dict[str, Any], base: dict, directory: str, track: Track, parent_run_id: str
+) -> None:
     """One trial: the base config with the sampled values, trained by Ray Train."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ftpipe.registry.tracking import TrainingRun
     from ftpipe.train.ray_train import build_trainer
 
     config = _trial_config(base, params)
@@ -178,12 +189,11 @@ def _trial(params: dict[str, Any], base: dict, directory: str, parent_run_id: st
     )
     trainer = build_trainer(config, f"train-{context.get_trial_id()}", trial_dir / "ray",
                             callbacks=[TuneReportCallback()])  # fmt: skip
-    with TrainingRun(config, parent_run_id=parent_run_id,
-                     tune_trial_id=context.get_trial_id()) as run:  # fmt: skip
+    with track(config, parent_run_id=parent_run_id,
+               tune_trial_id=context.get_trial_id()) as run:  # fmt: skip
         result = trainer.fit()
         if result.metrics_dataframe is not None:
-            for entry in result.metrics_dataframe.to_dict("records"):
-                run.log_metrics(entry, int(entry["step"]))
+            run.log_history(result.metrics_dataframe.to_dict("records"))
 
 
 def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
@@ -197,7 +207,7 @@ def _absolute_paths(config: Config) -> Config:
     raw["data"]["output_dir"] = absolute(config.data.output_dir)
     raw["train"]["cache_dir"] = str(Path(config.train.cache_dir).absolute())
     raw["registry"]["tracking_uri"] = absolute_tracking_uri(config.registry.tracking_uri)
-    if not (localize(config.data.output_dir) / "fingerprint.json").exists():
+    if not PrepDir(localize(config.data.output_dir)).fingerprint_path.exists():
         raise FtpipeError(
             f"{config.data.output_dir} is not a prep output. Run `ftpipe prep` with the same "
             "config before the sweep: trials share one prep."
@@ -214,10 +224,7 @@ def _suggested_space(config: Config) -> dict[str, str]:
 
 
 def _metric_name(config: Config) -> str:
-    from ftpipe.train.metrics import resolve_metric
-
-    classification = (localize(config.data.output_dir) / "label_map.json").exists()
-    return resolve_metric(config.train.metric, classification)[0]
+    return PrepDir.open(config.data.output_dir).task.resolve_metric(config.train.metric)[0]
 
 
 def _search(config: Config, metric: str, mode: str):

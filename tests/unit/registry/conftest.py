@@ -1,4 +1,4 @@
-"""Registry fixtures: one SQLite tracking store per session, tiny trained models, fake versions.
+"""Registry fixtures: one SQLite tracking store per session and unique model names.
 
 The store is initialised once (MLflow migrates a fresh database in about 5 s); tests keep
 apart through unique registered-model names. Artifacts go to a temporary directory: the test
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -33,20 +32,3 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def model_name() -> str:
     """A registered-model name no other test uses."""
     return f"test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
-    """Train two tiny models once: full fine-tuning, and LoRA merged on export.
-
-    Returns a function from strategy ("full" or "lora") to (config, export directory).
-    """
-    from ftpipe.train.local import train_local
-    from tests.helpers import train_config
-
-    runs = {}
-    for strategy, extra in (("full", ()), ("lora", ("strategy.merge_adapter=true",))):
-        root = tmp_path_factory.mktemp(f"trained-{strategy}")
-        config = train_config(root, tiny_model_dir, f"strategy.name={strategy}", *extra)
-        runs[strategy] = (config, Path(train_local(config).model_dir))
-    return runs.__getitem__

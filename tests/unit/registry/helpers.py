@@ -63,7 +63,7 @@ def swap(labels: np.ndarray, predicted: np.ndarray, fix: int, spoil: int, seed: 
 
 def write_evaluation(directory: Path, frame: pd.DataFrame, fingerprint: str, **metrics: float):
     """An `Evaluation` on disk, as `ftpipe evaluate` leaves it (predictions + summary)."""
-    from ftpipe.evaluate import Evaluation
+    from ftpipe.stages.evaluate import Evaluation
 
     directory.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(directory / "predictions.parquet", index=False)

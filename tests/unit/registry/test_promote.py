@@ -10,9 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ftpipe.errors import FtpipeError
-from ftpipe.registry.models import add_version, evaluation_tags
+from ftpipe.registry.evidence import evaluation_tags
 from ftpipe.registry.promote import promote
 from ftpipe.registry.tracking import log_evaluation
+from ftpipe.registry.versions import add_version
 from tests.unit.registry.helpers import (
     corrupt,
     swap,

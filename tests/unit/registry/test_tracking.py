@@ -12,11 +12,13 @@ from mlflow import MlflowClient
 
 from ftpipe.config import config_hash
 from ftpipe.errors import FtpipeError
-from ftpipe.evaluate import evaluate_model, load_heldout
-from ftpipe.predict import Predictor, resolve_model
-from ftpipe.registry.models import register
+from ftpipe.registry.client import scoped_mlflow
 from ftpipe.registry.tracking import TrainingRun, log_evaluation, read_record
+from ftpipe.registry.versions import register
+from ftpipe.stages.evaluate import evaluate_model, load_heldout
+from ftpipe.stages.predict import resolve_model
 from ftpipe.train.local import train_local
+from ftpipe.train.predictor import Predictor
 from tests.helpers import train_config
 from tests.unit.registry.helpers import with_registry
 
@@ -150,11 +152,12 @@ def test_the_registered_model_loads_back_and_predicts_like_the_export(
     assert tags["ftpipe.model_kind"] == ("peft" if strategy == "lora" else "transformers")
 
     uri = f"models:/{model_name}@challenger"
-    info = mlflow.models.get_model_info(uri)
+    with scoped_mlflow(tracking_uri):  # MLflow loads models through its global URIs only
+        info = mlflow.models.get_model_info(uri)
+        served = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": TEXTS}))
     assert info.signature.inputs.input_names() == ["text"]
     assert "prob_good" in info.signature.outputs.input_names()
     assert info.saved_input_example_info is not None
-    served = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": TEXTS}))
     local = predictor.frame(predictor.probabilities(TEXTS))
     assert served["label"].tolist() == local["label"].tolist()
     pd.testing.assert_frame_equal(served, local, atol=1e-4, check_dtype=False)

@@ -15,7 +15,6 @@ from torch import nn
 from ftpipe.config.load import validate_config
 from ftpipe.errors import FtpipeError
 from ftpipe.strategies import STRATEGIES, discover, prepare
-from ftpipe.strategies.base import is_causal_lm
 from ftpipe.strategies.merge import merge_adapter
 from ftpipe.strategies.param_groups import param_groups
 
@@ -65,10 +64,11 @@ def build(arch: str, task: str) -> nn.Module:
     return auto.from_config(ARCHITECTURES[arch]())
 
 
-def config_for(strategy: str):
+def config_for(strategy: str, task: str = "classifier"):
+    data_task = "causal-lm" if task == "causal-lm" else "sequence-classification"
     return validate_config(
         {
-            "data": {"train": "unused.csv"},
+            "data": {"train": "unused.csv", "task": data_task},
             "strategy": {
                 "name": strategy,
                 "freeze_layers": 1,
@@ -141,10 +141,10 @@ def test_strategy(arch: str, strategy: str, task: str):
     model = build(arch, task)
     if (arch, strategy, task) in REFUSED:
         with pytest.raises(FtpipeError, match=REFUSED[(arch, strategy, task)]):
-            prepare(model, config_for(strategy))
+            prepare(model, config_for(strategy, task))
         return
     expected = expected_trainable(strategy, model, task)
-    prepared = prepare(model, config_for(strategy))
+    prepared = prepare(model, config_for(strategy, task))
     trained = prepared.model
     trainable = {id(p): p for p in trained.parameters() if p.requires_grad}
     if expected < 0:
@@ -152,8 +152,8 @@ def test_strategy(arch: str, strategy: str, task: str):
         assert expected > 0
     assert numel(trainable.values()) == expected
 
-    groups = param_groups(prepared, config_for(strategy).train)
-    check_learning_rates(prepared, groups)
+    groups = param_groups(prepared, config_for(strategy, task).train)
+    check_learning_rates(prepared, groups, task)
 
     before = {id(p): p.detach().clone() for p in trained.parameters()}
     step(trained, groups, task)
@@ -180,7 +180,7 @@ def step(model: nn.Module, groups, task: str) -> None:
     optimizer.zero_grad()
 
 
-def check_learning_rates(prepared, groups) -> None:
+def check_learning_rates(prepared, groups, task: str) -> None:
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     layout, n = prepared.layout, prepared.layout.num_blocks
@@ -191,7 +191,7 @@ def check_learning_rates(prepared, groups) -> None:
         assert decay_of[id(parameter)] == (WEIGHT_DECAY if is_matrix else 0.0)
         if id(parameter) not in prepared.pretrained:
             assert lr_of[id(parameter)] == HEAD_LR
-    if is_causal_lm(prepared.model):  # the output layer is pretrained: the top backbone lr
+    if task == "causal-lm":  # the output layer is pretrained: the top backbone lr
         for _, head in layout.head:
             for parameter in head.parameters():
                 if id(parameter) in lr_of and id(parameter) not in embedding_ids(layout):
@@ -218,7 +218,7 @@ def check_gradual_unfreezing(prepared, task: str) -> None:
     assert all(p.requires_grad for p in top_block.parameters())
     assert not any(p.requires_grad for p in layout.blocks[0][1].parameters())
     before = [p.detach().clone() for p in top_block.parameters()]
-    step(prepared.model, param_groups(prepared, config_for("gradual-unfreezing").train), task)
+    step(prepared.model, param_groups(prepared, config_for("gradual-unfreezing", task).train), task)
     assert any(not torch.equal(p, b) for p, b in zip(top_block.parameters(), before, strict=True))
     assert prepared.unfreeze(99) == layout.num_blocks + 1
     assert all(p.requires_grad for p in prepared.model.parameters())

@@ -14,6 +14,7 @@ from ftpipe.config import apply_overrides
 from ftpipe.config.load import validate_config
 from ftpipe.data import run_prep
 from ftpipe.data.prepared import load_prepared
+from ftpipe.tasks import get_task
 from ftpipe.train.batching import BatchSource
 from ftpipe.train.local import train_local
 from tests.helpers import write_jsonl
@@ -83,7 +84,7 @@ def test_prep_stores_prompt_lengths_and_no_label_map(tmp_path, tiny_lm_dir):
 def test_labels_mask_padding_and_the_prompt(tmp_path, tiny_lm_dir):
     config = lm_config(tmp_path, tiny_lm_dir)
     split = load_prepared(config.data.output_dir).splits["train"]
-    source = BatchSource(split, pad_id=0, causal_lm=True)
+    source = BatchSource(split, pad_id=0, task=get_task("causal-lm"))
     rows = np.arange(4)
     batch = source.batch(rows, torch.device("cpu"))
     for j, row in enumerate(rows):

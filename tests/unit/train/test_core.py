@@ -13,9 +13,9 @@ import torch
 
 from ftpipe.data.prepared import batches, load_prepared
 from ftpipe.errors import FtpipeError
+from ftpipe.tasks.sequence_classification import classification_metrics
 from ftpipe.train.export import load_export, predict_logits
 from ftpipe.train.local import train_local
-from ftpipe.train.metrics import classification_metrics
 from tests.helpers import REPO, train_config
 
 

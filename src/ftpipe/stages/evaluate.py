@@ -1,4 +1,4 @@
-"""`ftpipe evaluate`: score a model on the held-out split, per class, with calibration.
+"""The evaluate stage: score a model on the held-out split, per class, with calibration.
 
 It writes, under `evaluate.output_dir`:
 
@@ -12,8 +12,8 @@ It writes, under `evaluate.output_dir`:
 
 The held-out set is identified by a fingerprint of its rows (texts and label names, in order),
 not of how they were tokenized, so models with different tokenizers or label orders are still
-compared on the same set, and sets that differ are never compared. Nothing here imports MLflow;
-the CLI logs the results through `ftpipe.registry`.
+compared on the same set, and sets that differ are never compared. `run` logs the results
+through `ftpipe.registry`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ftpipe.artifacts import localize
-from ftpipe.config.schema import canonical_json
-from ftpipe.data.labels import LabelMap
-from ftpipe.errors import DataError
-from ftpipe.predict import PROB_PREFIX
+from ftpipe.config.schema import Config, canonical_json
+from ftpipe.data.prepared import PrepDir
+from ftpipe.errors import DataError, FtpipeError
+from ftpipe.tasks import PROB_PREFIX
+from ftpipe.tasks.classification_report import classification_report, confusion_png
 
 if TYPE_CHECKING:
-    from ftpipe.predict import Predictor
+    from ftpipe.train.predictor import Predictor
 
 PREDICTIONS = "predictions.parquet"
 CONFUSION = "confusion_matrix.png"
@@ -106,14 +106,10 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     """
     import pyarrow.parquet as pq
 
-    prep_dir = localize(prep_dir)
-    if not (prep_dir / "label_map.json").is_file():
-        raise DataError(
-            f"{prep_dir} holds no classification prep output (no label_map.json). Run "
-            "`ftpipe prep` with the same config (data.output_dir) first."
-        )
-    names = LabelMap.load(prep_dir / "label_map.json").names
-    table = pq.read_table(prep_dir / "eval", columns=None)
+    prep = PrepDir.open(prep_dir)
+    prep.task.require_serving("evaluate")
+    names = prep.labels.names
+    table = pq.read_table(prep.split_path("eval"), columns=None)
     texts = table.column("text").to_pylist()
     pairs = table.column("text_pair").to_pylist() if "text_pair" in table.column_names else None
     labels = [names[i] for i in table.column("label").to_pylist()]
@@ -176,49 +172,6 @@ def evaluate_model(
     return evaluation
 
 
-def classification_report(
-    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], bins: int = 15
-) -> dict[str, float]:
-    """Accuracy, macro-F1, per-class precision/recall/F1, ECE and log loss."""
-    from sklearn.metrics import precision_recall_fscore_support
-
-    predicted = probs.argmax(axis=1)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predicted, labels=np.arange(len(names)), zero_division=0
-    )
-    picked = probs[np.arange(len(labels)), labels]
-    metrics = {
-        "accuracy": float((predicted == labels).mean()),
-        "macro_f1": float(f1.mean()),
-        "ece": expected_calibration_error(probs, labels, bins),
-        "loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-    }
-    for i, name in enumerate(names):
-        metrics |= {
-            f"precision/{name}": float(precision[i]),
-            f"recall/{name}": float(recall[i]),
-            f"f1/{name}": float(f1[i]),
-        }
-    return metrics
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE: the row-weighted gap between confidence and accuracy over equal-width bins.
-
-    Confidence is the top class's probability; bin edges are closed on the right, so a
-    confidence of exactly 1.0 lands in the last bin.
-    """
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    gap = np.abs(
-        np.bincount(which, weights=correct, minlength=bins)
-        - np.bincount(which, weights=confidence, minlength=bins)
-    )
-    return float(gap.sum() / max(counts.sum(), 1))
-
-
 def predictions_frame(
     heldout: HeldOut, probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]
 ) -> pd.DataFrame:
@@ -267,30 +220,68 @@ def model_size_mb(directory: Path, manifest: dict[str, Any]) -> float:
     return total / 1e6
 
 
-def confusion_png(
-    labels: np.ndarray, predicted: np.ndarray, names: tuple[str, ...], path: Path
-) -> Path:
-    """Draw the confusion matrix (counts; colour by share of the true class) to a PNG."""
-    from matplotlib.figure import Figure
+@dataclass(frozen=True)
+class EvaluateResult:
+    """An evaluation, logged and attached.
 
-    classes = len(names)
-    matrix = np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(
-        classes, classes
-    )
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    side = min(2.0 + 0.6 * classes, 30.0)
-    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
-    axes = figure.add_subplot()
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, label="share of true class")
-    axes.set_xticks(range(classes), names, rotation=45, ha="right")
-    axes.set_yticks(range(classes), names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    if classes <= 30:  # beyond that the numbers are unreadable; the colours still tell
-        for (i, j), count in np.ndenumerate(matrix):
-            colour = "white" if shares[i, j] > 0.5 else "black"
-            axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title(f"Confusion matrix ({int(matrix.sum())} rows)")
-    figure.savefig(path, dpi=100)
-    return path
+    Attributes:
+        ref: The model reference evaluated.
+        evaluation: What was measured and where it was written.
+        report_rows: The task's section of the report (for classification: a row per class).
+        version: The registered version the evaluation was attached to, if the model is one.
+    """
+
+    ref: str
+    evaluation: Evaluation
+    report_rows: list[list[str]]
+    version: Any
+
+
+def run(config: Config, model: str | None = None, run_id: str | None = None) -> EvaluateResult:
+    """Score a model on the held-out split; log to its training run; tag its version.
+
+    Args:
+        config: The run's config.
+        model: An export directory or registry URI (default: train.output_dir/model).
+        run_id: The MLflow run that trained the model (default: the one recorded beside the
+            default export).
+
+    Raises:
+        FtpipeError: If `run_id` is not a finished run.
+    """
+    from ftpipe.registry.tracking import log_evaluation, run_status
+    from ftpipe.registry.versions import tag_evaluation
+    from ftpipe.stages.predict import resolve_model
+    from ftpipe.train.predictor import Predictor
+
+    ref = model or str(Path(config.train.output_dir) / "model")
+    directory = resolve_model(ref, config.registry.tracking_uri)
+    heldout = load_heldout(config.data.output_dir)
+    predictor = Predictor.load(directory, config.evaluate.batch_size, "evaluate")
+    evaluation = evaluate_model(
+        predictor, heldout, config.evaluate.output_dir, ref,
+        config.evaluate.calibration_bins, config.evaluate.latency_rows,
+    )  # fmt: skip
+    run = training_run(config, model, run_id)
+    if run is not None and run_status(config.registry, run) != "FINISHED":
+        if run_id is not None:
+            raise FtpipeError(
+                f"--run-id {run_id} is not a finished MLflow run in registry.tracking_uri="
+                f"{config.registry.tracking_uri}. Pass the run that trained the model, or omit it."
+            )
+        run = None  # the recorded training run failed: log to a run of our own instead
+    evaluation.run_id = log_evaluation(evaluation, config, run, predictor.export.config)
+    evaluation.save()
+    version = tag_evaluation(config.registry, ref, evaluation)
+    rows = predictor.task.report_rows(evaluation.metrics, predictor.names)
+    return EvaluateResult(ref, evaluation, rows, version)
+
+
+def training_run(config: Config, model: str | None, run_id: str | None) -> str | None:
+    """The training run of the model: explicit, or recorded beside the default export."""
+    if run_id is not None or model is not None:
+        return run_id
+    from ftpipe.registry.tracking import read_record
+
+    record = read_record(config.train.output_dir)
+    return record["run_id"] if record else None

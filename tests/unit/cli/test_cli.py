@@ -1,9 +1,13 @@
 """The `ftpipe` console script, run as a user runs it: a subprocess, exit codes, stderr."""
 
 import json
+from importlib.metadata import EntryPoint
 
+import pytest
+import typer
 import yaml
 
+from ftpipe import cli
 from tests.helpers import REPO, balanced_rows, ftpipe, write_csv
 
 
@@ -97,3 +101,35 @@ def test_user_text_with_brackets_prints_verbatim(tmp_path):
     flat = " ".join(result.stderr.split())
     assert "bad[bold].csv has 2 invalid rows" in flat
     assert "'[/x] odd' has conflicting labels" in flat
+
+
+def test_the_pipeline_commands_join_through_the_entry_point():
+    listed = ftpipe("--help")
+    assert listed.returncode == 0, listed.stderr
+    for command in ("run", "compile", "submit", "schedule"):
+        assert f"│ {command} " in listed.stdout
+    helped = ftpipe("schedule", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--cron" in helped.stdout and "--ray-address" in helped.stdout
+
+
+def _registered(monkeypatch, *values: str) -> typer.Typer:
+    """A fresh app, after registering the entry points `values` (module:function)."""
+    entries = [EntryPoint(f"e{i}", value, cli.COMMANDS_GROUP) for i, value in enumerate(values)]
+    monkeypatch.setattr(cli, "entry_points", lambda group: entries)
+    app = typer.Typer()
+    cli.add_registered_commands(app)
+    return app
+
+
+def test_an_entry_point_whose_module_is_not_installed_is_skipped(monkeypatch):
+    app = _registered(monkeypatch, "ftpipe_no_such_plugin.cli:register", "pipelines.cli:register")
+    names = [command.callback.__name__ for command in app.registered_commands]
+    assert names == ["run", "compile_command", "submit", "schedule"]
+
+
+def test_an_installed_plugin_missing_a_dependency_fails_loudly(monkeypatch, tmp_path):
+    (tmp_path / "ftpipe_broken_plugin.py").write_text("import ftpipe_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="ftpipe_no_such_dependency"):
+        _registered(monkeypatch, "ftpipe_broken_plugin:register")

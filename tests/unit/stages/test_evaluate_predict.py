@@ -9,13 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftpipe.evaluate import (
-    evaluate_model,
-    expected_calibration_error,
-    heldout_fingerprint,
-    load_heldout,
-)
-from ftpipe.predict import Predictor, default_output, predict_file
+from ftpipe.stages.evaluate import evaluate_model, heldout_fingerprint, load_heldout
+from ftpipe.stages.predict import default_output, predict_file
+from ftpipe.tasks.classification_report import expected_calibration_error
+from ftpipe.train.predictor import Predictor
 from tests.helpers import write_csv
 
 
@@ -86,7 +83,7 @@ def test_predict_streams_any_format_in_chunks_with_the_labels_of_a_single_batch(
         pd.DataFrame({"text": texts}).to_parquet(source)
     else:
         source.write_text("\n".join(texts) + "\n")
-    monkeypatch.setattr("ftpipe.predict.CHUNK_ROWS", 5)  # several chunks from a small file
+    monkeypatch.setattr("ftpipe.stages.predict.CHUNK_ROWS", 5)  # several chunks from a small file
 
     target = default_output(source)
     rows = predict_file(predictor, source, target, progress=False)

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ftpipe.data import run_prep
-from ftpipe.data.labels import LabelMap
 from ftpipe.data.split import stratified_split
 from ftpipe.errors import DataError
+from ftpipe.tasks.labels import LabelMap
 from tests.helpers import balanced_rows, write_csv
 
 # With the tiny WordPiece vocab each row's tokens are known exactly:

@@ -1,13 +1,12 @@
-"""`ftpipe predict`: labels and class probabilities from an exported or registered model.
+"""The predict stage: labels and class probabilities from an exported or registered model.
 
 A model is an export directory (`train.output_dir/model`) or a registry URI such as
-`models:/NAME@champion`, which is downloaded once (see `ftpipe.registry.models`). Files of any
+`models:/NAME@champion`, which is downloaded once (see `ftpipe.registry.download`). Files of any
 size stream through in chunks: CSV, TSV, JSONL or Parquet in, CSV, JSONL or Parquet out, with a
 progress bar over the bytes (or rows) read.
 
-Inference tokenizes exactly as prep did (the export's tokenizer, `data.max_length` from its
-config, longest-first truncation, right padding with the model's pad id), so an export scores
-here what it scored in training. torch loads only with a model, so commands that merely read
+Inference tokenizes exactly as prep did (`ftpipe.train.predictor`), so an export scores here
+what it scored in training. torch loads only with a model, so commands that merely read
 predictions files start quickly.
 """
 
@@ -18,6 +17,7 @@ import gzip
 import io
 import itertools
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -26,13 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ftpipe.data.labels import LabelMap
 from ftpipe.errors import FtpipeError
-
-PROB_PREFIX = "prob_"
-"""Column prefix of the class probabilities: `prob_<label>`."""
+from ftpipe.train.predictor import Predictor
 
 CHUNK_ROWS = 4096
 """Rows read, predicted and written at a time: bounds memory whatever the file size."""
@@ -40,110 +36,51 @@ CHUNK_ROWS = 4096
 REGISTRY_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
-@dataclass
-class Predictor:
-    """A loaded classification export, ready for batched inference."""
+@dataclass(frozen=True)
+class PredictResult:
+    """What the predict stage produced.
 
-    model: Any
-    tokenizer: Any
-    names: tuple[str, ...]
-    max_length: int
-    pad_id: int
-    pairs: bool
-    directory: Path
-    manifest: dict[str, Any]
-    batch_size: int = 64
+    Attributes:
+        frame: For texts given directly: one row of predictions per text.
+        output: For a file: where the predictions were written.
+        rows: Rows predicted.
+        seconds: Wall time of the prediction.
+    """
 
-    @classmethod
-    def load(cls, directory: str | Path, batch_size: int = 64) -> Predictor:
-        """Load an export directory (any kind: transformers, peft, pooled-classifier).
-
-        Raises:
-            FtpipeError: If the directory is not a classification export.
-        """
-        from ftpipe.train.export import MANIFEST, load_export
-
-        directory = Path(directory)
-        if not (directory / MANIFEST).is_file():
-            raise FtpipeError(
-                f"{directory} is not an ftpipe export (no {MANIFEST}). Pass the model/ directory "
-                "that `ftpipe train` wrote, or a registry URI such as models:/NAME@champion."
-            )
-        model, tokenizer, manifest = load_export(directory)
-        if manifest["task"] != "classification":
-            raise FtpipeError(
-                f"{directory} holds a {manifest['task']} model; predict and evaluate need a "
-                "classification export."
-            )
-        config = yaml.safe_load((directory / "config.yaml").read_text())
-        model_config = getattr(model, "config", None) or model.backbone.config
-        return cls(
-            model=model,
-            tokenizer=tokenizer,
-            names=LabelMap.load(directory / "label_map.json").names,
-            max_length=int(config["data"]["max_length"]),
-            pad_id=getattr(model_config, "pad_token_id", None) or 0,
-            pairs=config["data"].get("text_pair_column") is not None,
-            directory=directory,
-            manifest=manifest,
-            batch_size=batch_size,
-        )
-
-    def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        """Class probabilities [rows, classes] for texts (and second texts for pair models).
-
-        Rows are batched by length, so padding stays short, and returned in input order.
-        """
-        import torch
-
-        from ftpipe.train.export import predict_logits
-
-        if self.pairs and pairs is None:
-            raise FtpipeError(
-                "This model classifies text pairs: give the second text too (--text-pair, or a "
-                "pair column with --pair-column)."
-            )
-        encoded = self.tokenizer(
-            list(texts),
-            list(pairs) if self.pairs and pairs is not None else None,
-            truncation="longest_first",
-            max_length=self.max_length,
-            return_token_type_ids=self.pairs,
-        )
-        ids = encoded["input_ids"]
-        order = np.argsort([len(row) for row in ids], kind="stable")
-        out = np.empty((len(ids), len(self.names)), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = _pad([ids[i] for i in rows], self.pad_id)
-            if self.pairs:
-                batch["token_type_ids"] = _pad([encoded["token_type_ids"][i] for i in rows], 0)[
-                    "input_ids"
-                ]
-            with torch.inference_mode():
-                logits = predict_logits(self.model, batch)
-            out[rows] = torch.softmax(logits, dim=-1).numpy()
-        return out
-
-    def frame(self, probabilities: np.ndarray) -> pd.DataFrame:
-        """`label` plus one `prob_<label>` column per class."""
-        columns = {"label": np.asarray(self.names, dtype=object)[probabilities.argmax(axis=1)]}
-        for i, name in enumerate(self.names):
-            columns[PROB_PREFIX + name] = probabilities[:, i].astype(np.float64)
-        return pd.DataFrame(columns)
+    frame: pd.DataFrame | None
+    output: Path | None
+    rows: int
+    seconds: float
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> dict[str, Any]:
-    # Right padding with the model's pad id and a mask: what prep's batches do in training.
-    import torch
+def run(
+    model: str,
+    input_file: Path | None = None,
+    texts: Sequence[str] = (),
+    text_pairs: Sequence[str] = (),
+    output: Path | None = None,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    batch_size: int = 64,
+    tracking_uri: str | None = None,
+) -> PredictResult:
+    """Predict texts given directly, or every row of a file, with an exported or registered model.
 
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, row in enumerate(rows):
-        ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[j, : len(row)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    Raises:
+        FtpipeError: On neither or both of `input_file` and `texts`, or a missing input.
+    """
+    if (input_file is None) == (not texts):
+        raise FtpipeError("Give either --input FILE or --text TEXT (not both, not neither).")
+    if input_file is not None and not input_file.is_file():
+        raise FtpipeError(f"--input {input_file}: no such file.")
+    predictor = Predictor.load(resolve_model(model, tracking_uri), batch_size)
+    started = time.perf_counter()
+    if texts:
+        frame = predictor.frame(predictor.probabilities(texts, text_pairs or None))
+        return PredictResult(frame, None, len(frame), time.perf_counter() - started)
+    target = output or default_output(input_file)
+    rows = predict_file(predictor, input_file, target, text_column, pair_column)
+    return PredictResult(None, target, rows, time.perf_counter() - started)
 
 
 def resolve_model(ref: str | Path, tracking_uri: str | None = None) -> Path:
@@ -154,7 +91,7 @@ def resolve_model(ref: str | Path, tracking_uri: str | None = None) -> Path:
     """
     text = str(ref)
     if text.startswith(REGISTRY_SCHEMES):
-        from ftpipe.registry.models import download_export
+        from ftpipe.registry.download import download_export
 
         return download_export(text, tracking_uri)
     path = Path(text)

@@ -1,0 +1,94 @@
+"""Which strategy works with which ZeRO stage, precision and model head: one table.
+
+The config schema refuses impossible ZeRO stages at load, the training core refuses a
+precision once it is resolved on the hardware, and the strategies read whether gradient
+checkpointing applies and whether a new head is needed: all three read `RULES`, so a rule is
+written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class StrategyRules:
+    """What one strategy needs.
+
+    Attributes:
+        max_zero_stage: The highest `train.zero_stage` it runs under.
+        zero_reason: Why a higher stage is refused, and `zero_fix` what to set instead.
+        needs_fp32: It trains only in fp32; `fp32_reason` says why.
+        gradient_checkpointing: `train.gradient_checkpointing` applies to it.
+        needs_new_head: It trains a new classification head, so the task must have one.
+    """
+
+    max_zero_stage: int = 3
+    zero_reason: str = ""
+    zero_fix: str = ""
+    needs_fp32: bool = False
+    fp32_reason: str = ""
+    gradient_checkpointing: bool = True
+    needs_new_head: bool = False
+
+
+_PROMPT_LEARNING = StrategyRules(
+    max_zero_stage=2,
+    # Virtual-token embeddings are not partitioned consistently under ZeRO-3; refuse rather
+    # than train something that silently diverges across ranks.
+    zero_reason="prompt-learning methods are fragile under ZeRO-3 partitioning",
+    zero_fix="train.zero_stage=2 (or lower), or strategy.name=lora",
+)
+
+RULES: dict[str, StrategyRules] = {
+    # PEFT's prefix tuning feeds past key values, which gradient checkpointing cannot recompute.
+    "prefix": replace(_PROMPT_LEARNING, gradient_checkpointing=False),
+    "p-tuning": _PROMPT_LEARNING,
+    "prompt-tuning": _PROMPT_LEARNING,
+    "gradual-unfreezing": StrategyRules(
+        # DeepSpeed leaves frozen parameters out of its optimizer for good, so blocks unfrozen
+        # later would silently never update.
+        max_zero_stage=0,
+        zero_reason="DeepSpeed ZeRO drops frozen parameters from its optimizer, so "
+        "later-unfrozen blocks would never update",
+        zero_fix="train.zero_stage=0",
+        needs_fp32=True,
+        fp32_reason="DeepSpeed's bf16/fp16 optimizers keep only the parameters trainable at the "
+        "start, so blocks unfrozen later would never update.",
+    ),
+    "feature-extraction": StrategyRules(
+        # The head is all that trains, and the cache needs the whole backbone on each rank.
+        max_zero_stage=2,
+        zero_reason="only the small head trains, so there is nothing to partition",
+        zero_fix="train.zero_stage=0",
+        needs_new_head=True,
+    ),
+}
+"""Strategies with restrictions; every other strategy runs everywhere."""
+
+
+def rules_for(strategy: str) -> StrategyRules:
+    """The rules of a strategy (none for unrestricted ones)."""
+    return RULES.get(strategy, StrategyRules())
+
+
+def zero_stage_problem(strategy: str, zero_stage: int) -> str | None:
+    """Why `strategy` cannot run at `zero_stage`, or None if it can."""
+    rules = rules_for(strategy)
+    if zero_stage <= rules.max_zero_stage:
+        return None
+    return (
+        f"strategy.name={strategy} cannot run with train.zero_stage={zero_stage}: "
+        f"{rules.zero_reason}. Use {rules.zero_fix}"
+    )
+
+
+def precision_problem(strategy: str, precision: str) -> str | None:
+    """Why `strategy` cannot train in `precision`, or None if it can."""
+    rules = rules_for(strategy)
+    if not rules.needs_fp32 or precision == "fp32":
+        return None
+    return (
+        f"strategy.name={strategy} needs fp32, but this run trains in {precision}: "
+        f"{rules.fp32_reason} Set train.precision=fp32."
+    )

@@ -1,0 +1,98 @@
+"""`data.task: causal-lm`: language-model fine-tuning on text, or on prompt + completion.
+
+The model is `AutoModelForCausalLM`; its output layer is pretrained (and often tied to the
+embeddings), so no head is new. Targets are the input ids, with padding and each row's
+prompt masked out (-100), so a prompt + completion row trains on its completion only.
+Metrics: mean token loss and perplexity; checkpoints are selected by loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens
+from ftpipe.tasks.labels import LabelMap
+
+
+def lm_metrics(loss_sum: float, tokens: int) -> dict[str, float]:
+    """Mean token loss and perplexity."""
+    loss = loss_sum / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def lm_targets(rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token targets: the input ids, with padding and each row's prompt masked out.
+
+    The model shifts labels by one itself; -100 positions add nothing to the loss.
+    """
+    labels = tensors["input_ids"].masked_fill(tensors["attention_mask"] == 0, -100)
+    if rows.prompt_lengths is not None:
+        positions = torch.arange(labels.size(1))
+        prompt = torch.from_numpy(rows.prompt_lengths[index]).unsqueeze(1)
+        labels = labels.masked_fill(positions.unsqueeze(0) < prompt, -100)
+    return labels
+
+
+class _TokenLossEvaluator:
+    """Sums the loss over real target tokens; the ranks add their sums."""
+
+    def __init__(self) -> None:
+        self.totals: torch.Tensor | None = None
+
+    def update(
+        self, logits: torch.Tensor, targets: torch.Tensor, rows: np.ndarray, own: np.ndarray
+    ) -> None:
+        shifted = targets[:, 1:]
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), shifted, reduction="none"
+        )
+        # Rows this rank does not own are repeats that only keep ranks in step.
+        counted = torch.from_numpy(own).to(losses.device)
+        mask = (shifted != -100) & counted.unsqueeze(1)
+        batch = torch.stack([losses[mask].sum().double(), mask.sum().double()])
+        self.totals = batch if self.totals is None else self.totals + batch
+
+    def compute(self, world_size: int) -> dict[str, float]:
+        totals = self.totals
+        if totals is None:  # on the GPU where there is one: NCCL reduces device tensors
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            totals = torch.zeros(2, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(totals)
+        return lm_metrics(float(totals[0]), int(totals[1]))
+
+
+class CausalLM(Task):
+    """Language modelling on text, or on prompt + completion with the loss on the completion."""
+
+    name: ClassVar[str] = "causal-lm"
+    model_class: ClassVar[str] = "AutoModelForCausalLM"
+    peft_task_type: ClassVar[str] = "CAUSAL_LM"
+    labelled: ClassVar[bool] = False
+    new_head: ClassVar[bool] = False
+    second_text_key: ClassVar[str] = "completion_column"
+    metrics: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False}
+    default_metric: ClassVar[str] = "loss"
+    counts_tokens: ClassVar[bool] = True
+    serves: ClassVar[bool] = False
+
+    def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
+        """Where each row's completion starts: everything before it is prompt, not target.
+
+        Decoders take no token types, so none are written.
+        """
+        if tokens.second_starts is None:
+            return {}
+        return {"prompt_length": pa.array(tokens.second_starts, pa.int32())}
+
+    def targets(self, rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]):
+        """Next-token targets with padding and prompts masked out."""
+        return lm_targets(rows, index, tensors)
+
+    def evaluator(self, rows: Rows, labels: LabelMap | None) -> Evaluator:
+        """Token loss and perplexity over the split."""
+        return _TokenLossEvaluator()

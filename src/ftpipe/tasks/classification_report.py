@@ -1,0 +1,83 @@
+"""The sequence-classification section of the evaluation report.
+
+Accuracy, macro-F1, per-class precision, recall and F1, the expected calibration error and log
+loss from held-out probabilities, and the confusion matrix as a PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def classification_report(
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], bins: int = 15
+) -> dict[str, float]:
+    """Accuracy, macro-F1, per-class precision/recall/F1, ECE and log loss."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    predicted = probs.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, labels=np.arange(len(names)), zero_division=0
+    )
+    picked = probs[np.arange(len(labels)), labels]
+    metrics = {
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": float(f1.mean()),
+        "ece": expected_calibration_error(probs, labels, bins),
+        "loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+    }
+    for i, name in enumerate(names):
+        metrics |= {
+            f"precision/{name}": float(precision[i]),
+            f"recall/{name}": float(recall[i]),
+            f"f1/{name}": float(f1[i]),
+        }
+    return metrics
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: the row-weighted gap between confidence and accuracy over equal-width bins.
+
+    Confidence is the top class's probability; bin edges are closed on the right, so a
+    confidence of exactly 1.0 lands in the last bin.
+    """
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(
+        np.bincount(which, weights=correct, minlength=bins)
+        - np.bincount(which, weights=confidence, minlength=bins)
+    )
+    return float(gap.sum() / max(counts.sum(), 1))
+
+
+def confusion_png(
+    labels: np.ndarray, predicted: np.ndarray, names: tuple[str, ...], path: Path
+) -> Path:
+    """Draw the confusion matrix (counts; colour by share of the true class) to a PNG."""
+    from matplotlib.figure import Figure
+
+    classes = len(names)
+    matrix = np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(
+        classes, classes
+    )
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(2.0 + 0.6 * classes, 30.0)
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, label="share of true class")
+    axes.set_xticks(range(classes), names, rotation=45, ha="right")
+    axes.set_yticks(range(classes), names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    if classes <= 30:  # beyond that the numbers are unreadable; the colours still tell
+        for (i, j), count in np.ndenumerate(matrix):
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
+    axes.set_title(f"Confusion matrix ({int(matrix.sum())} rows)")
+    figure.savefig(path, dpi=100)
+    return path

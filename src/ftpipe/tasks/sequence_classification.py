@@ -1,0 +1,122 @@
+"""`data.task: sequence-classification`: a text, or a pair of texts, and one class label.
+
+The model is `AutoModelForSequenceClassification` with a new head sized to the label map.
+Metrics: loss, accuracy, macro-F1 and F1 per class; checkpoints are selected by macro-F1.
+Serving returns the top label and one probability column per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens
+from ftpipe.tasks.labels import LabelMap
+
+PROB_PREFIX = "prob_"
+"""Column prefix of the per-class probabilities in predictions."""
+
+
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]
+) -> dict[str, float]:
+    """Loss, accuracy, macro-F1 and `f1/<class>` for every class (classes absent count 0)."""
+    from sklearn.metrics import f1_score
+
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    predicted = logits.argmax(axis=1)
+    per_class = f1_score(
+        labels, predicted, labels=np.arange(len(names)), average=None, zero_division=0
+    )
+    return {
+        "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": float(per_class.mean()),
+        **{f"f1/{name}": float(score) for name, score in zip(names, per_class, strict=True)},
+    }
+
+
+class _LogitsEvaluator:
+    """Keeps each row's logits; the ranks gather them and score the whole split in order."""
+
+    def __init__(self, labels: np.ndarray, names: tuple[str, ...]) -> None:
+        self.labels, self.names = labels, names
+        self.rows: list[np.ndarray] = []
+        self.logits: list[np.ndarray] = []
+
+    def update(
+        self, logits: torch.Tensor, targets: torch.Tensor, rows: np.ndarray, own: np.ndarray
+    ) -> None:
+        self.rows.append(rows[own])
+        self.logits.append(logits.float().cpu().numpy()[own])
+
+    def compute(self, world_size: int) -> dict[str, float]:
+        mine = (np.concatenate(self.rows), np.concatenate(self.logits))
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, mine)
+        table: dict[int, np.ndarray] = {}
+        for shard_rows, shard_logits in gathered:
+            table.update(zip(shard_rows.tolist(), shard_logits, strict=True))
+        ordered = np.stack([table[i] for i in range(len(self.labels))])
+        return classification_metrics(ordered, self.labels, self.names)
+
+
+class SequenceClassification(Task):
+    """Sentence (or sentence-pair) classification."""
+
+    name: ClassVar[str] = "sequence-classification"
+    model_class: ClassVar[str] = "AutoModelForSequenceClassification"
+    peft_task_type: ClassVar[str] = "SEQ_CLS"
+    labelled: ClassVar[bool] = True
+    new_head: ClassVar[bool] = True
+    second_text_key: ClassVar[str] = "text_pair_column"
+    metrics: ClassVar[dict[str, bool]] = {"accuracy": True, "macro_f1": True, "loss": False}
+    default_metric: ClassVar[str] = "macro_f1"
+
+    def head_kwargs(self, labels: LabelMap | None) -> dict[str, Any]:
+        """A head with one output per class, named by the label map.
+
+        Without a map (loading an export), the export's own config sizes the head.
+        """
+        if labels is None:
+            return {}
+        return {"num_labels": len(labels.names), **labels.to_json()}
+
+    def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
+        """Token types of pairs (which text each token belongs to)."""
+        if tokens.token_type_ids is None:
+            return {}
+        return {"token_type_ids": pa.array(tokens.token_type_ids, pa.list_(pa.int8()))}
+
+    def targets(self, rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]):
+        """Each row's class id."""
+        return torch.from_numpy(rows.labels[index])
+
+    def evaluator(self, rows: Rows, labels: LabelMap | None) -> Evaluator:
+        """Gathers logits and scores loss, accuracy and F1 over the split."""
+        assert labels is not None
+        return _LogitsEvaluator(rows.labels, labels.names)
+
+    def predictions(self, probabilities: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+        """What predict returns per row: `label`, then one `prob_<label>` column per class."""
+        columns = {"label": np.asarray(names, dtype=object)[probabilities.argmax(axis=1)]}
+        for i, name in enumerate(names):
+            columns[PROB_PREFIX + name] = probabilities[:, i].astype(np.float64)
+        return pd.DataFrame(columns)
+
+    def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
+        """The served model's input and output columns with their types (name -> type)."""
+        inputs = {"text": "string", **({"text_pair": "string"} if pairs else {})}
+        outputs = {"label": "string", **{PROB_PREFIX + name: "double" for name in names}}
+        return inputs, outputs
+
+    def report_rows(self, metrics: dict[str, float], names: Sequence[str]) -> list[list[str]]:
+        """The evaluation report's section: precision, recall and F1 per class."""
+        keys = ("precision", "recall", "f1")
+        return [[name, *(f"{metrics[f'{k}/{name}']:.4f}" for k in keys)] for name in names]

@@ -1,0 +1,110 @@
+"""Batched inference from an export, tokenized exactly as prep tokenized for training.
+
+The export's tokenizer, `data.max_length` from its config, longest-first truncation and the
+padding training used (`ftpipe.tasks.pad_rows`), so an export scores here what it scored in
+training. The task says what a row's prediction is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ftpipe.errors import FtpipeError
+from ftpipe.tasks import Task, pad_rows
+from ftpipe.train.export import Export, load_export
+
+
+@dataclass
+class Predictor:
+    """A loaded export that serves its task, ready for batched inference."""
+
+    model: Any
+    tokenizer: Any
+    task: Task
+    names: tuple[str, ...]
+    max_length: int
+    pad_id: int
+    pairs: bool
+    export: Export
+    batch_size: int = 64
+
+    @property
+    def directory(self) -> Path:
+        """The export directory."""
+        return self.export.directory
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The export's manifest."""
+        return self.export.manifest
+
+    @classmethod
+    def load(cls, directory: str | Path, batch_size: int = 64, what: str = "predict") -> Predictor:
+        """Load an export directory (any kind: transformers, peft, pooled-classifier).
+
+        Raises:
+            FtpipeError: If the directory is not an export, or its task cannot be served.
+        """
+        export = Export.open(directory)
+        export.task.require_serving(what)
+        model, tokenizer, _ = load_export(export.directory)
+        model_config = getattr(model, "config", None) or model.backbone.config
+        data = export.config.data
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            task=export.task,
+            names=export.labels.names if export.labels is not None else (),
+            max_length=data.max_length,
+            pad_id=getattr(model_config, "pad_token_id", None) or 0,
+            pairs=getattr(data, export.task.second_text_key) is not None,
+            export=export,
+            batch_size=batch_size,
+        )
+
+    def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Class probabilities [rows, classes] for texts (and second texts for pair models).
+
+        Rows are batched by length, so padding stays short, and returned in input order.
+        """
+        import torch
+
+        from ftpipe.train.export import predict_logits
+
+        if self.pairs and pairs is None:
+            raise FtpipeError(
+                "This model classifies text pairs: give the second text too (--text-pair, or a "
+                "pair column with --pair-column)."
+            )
+        encoded = self.tokenizer(
+            list(texts),
+            list(pairs) if self.pairs and pairs is not None else None,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_token_type_ids=self.pairs,
+        )
+        ids = encoded["input_ids"]
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        out = np.empty((len(ids), len(self.names)), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            input_ids, mask = pad_rows([ids[i] for i in rows], self.pad_id)
+            batch = {"input_ids": input_ids, "attention_mask": mask}
+            if self.pairs:
+                batch["token_type_ids"] = pad_rows([encoded["token_type_ids"][i] for i in rows], 0)[
+                    0
+                ]
+            with torch.inference_mode():
+                logits = predict_logits(self.model, batch)
+            out[rows] = torch.softmax(logits, dim=-1).numpy()
+        return out
+
+    def frame(self, probabilities: np.ndarray) -> pd.DataFrame:
+        """What the task returns per row (e.g. `label` plus a `prob_<label>` per class)."""
+        return self.task.predictions(probabilities, self.names)
