@@ -22,7 +22,7 @@ from components.register import promote, register
 from components.train import train
 from components.tune import tune
 from ftpipe.config import Config
-from ftpipe.config.schema import StageConfig
+from ftpipe.config.sections import StageConfig
 
 
 class Outputs(NamedTuple):

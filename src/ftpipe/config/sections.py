@@ -1,262 +1,21 @@
-"""The config sections that describe what is trained: data, model, strategy and training.
+"""The config sections of training and the stages around it.
 
+Train, recommend, tune, registry, pipeline, evaluate and promote.
 Each field's docstring is its help text: it shows in `ftpipe config schema` and in error
 messages, so it is written for the user.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    StrictInt,
-    field_validator,
     model_validator,
 )
 
-StrategyName = Literal[
-    "auto",
-    "full",
-    "freeze",
-    "feature-extraction",
-    "lora",
-    "ia3",
-    "prefix",
-    "p-tuning",
-    "prompt-tuning",
-    "gradual-unfreezing",
-]
-
-
-def _label_names(value: Any) -> Any:
-    # Labels may be written as integers (0, 1) or strings; both name a class.
-    if isinstance(value, (list, tuple)):
-        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-    return value
-
-
-def _unique(names: tuple[str, ...]) -> tuple[str, ...]:
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"data.labels repeats {', '.join(map(repr, repeated))}; list each once")
-    return names
-
-
-LabelNames = Annotated[
-    tuple[str, ...], BeforeValidator(_label_names), AfterValidator(_unique), Field(min_length=2)
-]
-"""Declared labels: strings or integers, each once; stored as an immutable tuple of names."""
-
-FrozenMapping = Annotated[
-    Mapping[str, str],
-    AfterValidator(lambda value: MappingProxyType(dict(value))),
-    PlainSerializer(dict, return_type=dict),
-]
-"""A read-only mapping, so a frozen config cannot change under its hash."""
-
-Column = str | StrictInt
-"""A column name, or a 0-based index (booleans are not indexes)."""
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors and values never change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class DataConfig(Section):
-    """Where the labelled data is, how to read and validate it, and where prep writes."""
-
-    train: str
-    """Training data: a local path, an fsspec URI (file://, s3://, gs://), or `hf:NAME:SPLIT`
-    for a Hugging Face dataset. Formats: .csv, .tsv, .jsonl, .parquet."""
-
-    eval: str | None = None
-    """Held-out data in the same forms as `train`. Null splits it from train (stratified,
-    seeded by `seed`)."""
-
-    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
-    """The task (`ftpipe.tasks`). `sequence-classification` (earlier name: `classification`):
-    text (or text pairs) with a label. `causal-lm`: language-model fine-tuning on text, or on
-    prompt + completion (`completion_column`) with the loss on the completion only; no
-    labels."""
-
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
-    """File format; `auto` picks it from the file extension."""
-
-    has_header: bool = True
-    """Whether CSV/TSV files start with a header line. Without one, columns are 0-based
-    indexes."""
-
-    text_column: Column = "text"
-    """Column holding the text: a name, or a 0-based index when `has_header` is false."""
-
-    text_pair_column: Column | None = None
-    """Optional column holding a second text, for sentence-pair tasks."""
-
-    label_column: Column = "label"
-    """Column holding the label: a string or an integer per row (classification)."""
-
-    completion_column: Column | None = None
-    """For `task: causal-lm`: a column holding each row's completion; `text_column` is then the
-    prompt, and the loss covers the completion only."""
-
-    labels: LabelNames | None = None
-    """Declared label set, in id order (strings or integers). Rows with other labels are
-    invalid. Null infers the set from the training data (integers sort numerically, strings
-    alphabetically)."""
-
-    hf_config: str | None = None
-    """Configuration (subset) name for a `hf:` dataset, for example `sst2` for GLUE."""
-
-    max_length: int = Field(default=128, ge=8, le=8192)
-    """Maximum tokens per example, special tokens included; longer examples are truncated."""
-
-    eval_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
-    """Share of each class held out for evaluation when `eval` is null."""
-
-    max_train_rows: int | None = Field(default=None, ge=2)
-    """Keep about this many training rows, a stratified seeded sample taken after the eval
-    split (quick runs and CPU benchmarks); null keeps them all."""
-
-    max_eval_rows: int | None = Field(default=None, ge=2)
-    """Keep about this many eval rows, stratified and seeded (cheaper evaluation in sweeps and
-    benchmarks); null keeps them all."""
-
-    on_error: Literal["fail", "drop"] = "fail"
-    """What to do with invalid rows (empty text, missing or unknown label, bad UTF-8, oversize,
-    conflicting labels, train/eval leakage): `fail` stops and names the rows; `drop` removes
-    them and reports the counts."""
-
-    duplicates: Literal["drop", "keep", "fail"] = "drop"
-    """Exact duplicate rows (same text, same label): `drop` keeps the first and warns."""
-
-    max_chars: int = Field(default=20_000, ge=1)
-    """Rows whose text (plus pair) is longer than this many characters are invalid."""
-
-    shard_rows: int = Field(default=50_000, ge=1)
-    """Rows per Parquet shard in the prep output."""
-
-    output_dir: str = "outputs/prep"
-    """Directory prep writes to: train/ and eval/ shards, label_map.json, stats.json and
-    fingerprint.json. Prep replaces it whole once the new outputs are complete, and refuses a
-    directory it did not write."""
-
-    @field_validator("task", mode="before")
-    @classmethod
-    def _earlier_task_name(cls, value: Any) -> Any:
-        return "sequence-classification" if value == "classification" else value
-
-    @model_validator(mode="after")
-    def _columns_match_header(self) -> DataConfig:
-        lm = self.task == "causal-lm"
-        if lm and self.text_pair_column is not None:
-            raise ValueError(
-                "data.text_pair_column is for classification; with data.task=causal-lm use "
-                "data.completion_column for prompt + completion rows"
-            )
-        if lm and self.labels is not None:
-            raise ValueError(
-                "data.labels declares classes, but data.task=causal-lm has no labels; remove "
-                "data.labels or set data.task=sequence-classification"
-            )
-        if not lm and self.completion_column is not None:
-            raise ValueError(
-                "data.completion_column needs data.task=causal-lm; for sentence pairs use "
-                "data.text_pair_column"
-            )
-        columns = {
-            "text_column": self.text_column,
-            "text_pair_column": self.text_pair_column,
-            "label_column": None if lm else self.label_column,
-            "completion_column": self.completion_column,
-        }
-        for key, value in columns.items():
-            if value is None:
-                continue
-            if not self.has_header and not isinstance(value, int):
-                raise ValueError(
-                    f"data.{key} is {value!r}, but data.has_header is false: give a 0-based "
-                    "column index, or set data.has_header=true"
-                )
-            if isinstance(value, int) and value < 0:
-                raise ValueError(f"data.{key} must be a 0-based column index, got {value}")
-        return self
-
-
-class ModelConfig(Section):
-    """The pretrained base model."""
-
-    name: str = "all-MiniLM-L6-v2"
-    """Base model: the built-in alias `all-MiniLM-L6-v2` (packaged, works offline), a local
-    directory, or a Hugging Face Hub id."""
-
-    revision: str | None = None
-    """Hub revision (branch, tag or commit) to pin; ignored for local directories."""
-
-
-class LoraConfig(Section):
-    """LoRA adapter settings (strategy `lora`)."""
-
-    r: int = Field(default=8, ge=1)
-    """Rank of the low-rank update."""
-
-    alpha: int = Field(default=16, ge=1)
-    """Scaling numerator: the update is scaled by alpha / r."""
-
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    """Dropout on the adapter's input."""
-
-    target_modules: tuple[str, ...] | None = None
-    """Module names to adapt; null picks them per architecture (attention projections where
-    PEFT knows the model, else every linear layer)."""
-
-
-class PromptConfig(Section):
-    """Virtual-token settings (strategies `prefix`, `p-tuning`, `prompt-tuning`)."""
-
-    num_virtual_tokens: int = Field(default=20, ge=1)
-    """Learned tokens prepended to every input."""
-
-    encoder_hidden_size: int = Field(default=128, ge=1)
-    """Hidden size of the p-tuning prompt encoder."""
-
-
-class StrategyConfig(Section):
-    """How much of the pretrained model trains."""
-
-    name: StrategyName = "auto"
-    """Fine-tuning strategy; `auto` takes the one `ftpipe recommend` picks."""
-
-    freeze_layers: int = 0
-    """For `freeze`: freeze the embeddings plus the first k layers; negative k keeps only the
-    last |k| layers trainable."""
-
-    freeze_patterns: tuple[str, ...] = ()
-    """For `freeze`: also freeze parameters whose names match any of these shell patterns,
-    for example `*.attention.*`."""
-
-    unfreeze_every: int = Field(default=1, ge=1)
-    """For `gradual-unfreezing`: epochs between unfreezing one more block from the top."""
-
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-
-    pooling: Literal["auto", "mean", "cls", "last"] = "auto"
-    """How token states become one feature vector for feature extraction and the probe:
-    `auto` is `last` for decoders and `mean` otherwise."""
-
-    merge_adapter: bool = True
-    """On export, merge a LoRA or IA3 adapter into the base weights (a plain transformers
-    model); false exports the adapter alone."""
+from ftpipe.config.base import FrozenMapping, Section
 
 
 class TrainConfig(Section):
@@ -375,3 +134,226 @@ class TrainConfig(Section):
                 f"for example {micro * self.num_workers}; or change train.micro_batch_size"
             )
         return self
+
+
+class RecommendConfig(Section):
+    """`ftpipe recommend`: how measured data size and similarity map to a strategy.
+
+    Data is large when its smallest class has at least `large_per_class` rows. It is similar
+    to the pretraining data when a linear probe on frozen features beats the majority class by
+    `similar_probe_lift` of the possible margin, and the tokenizer sees few unknown tokens and
+    few pieces per word.
+    """
+
+    probe_rows: int = Field(default=2000, ge=20)
+    """Training rows sampled (stratified, seeded) for the linear probe."""
+
+    probe_folds: int = Field(default=5, ge=2, le=20)
+    """Cross-validation folds of the probe."""
+
+    large_per_class: int = Field(default=1000, ge=1)
+    """Rows in the smallest class from which the data counts as large."""
+
+    similar_probe_lift: float = Field(default=0.6, gt=0.0, le=1.0)
+    """Probe lift, (accuracy - majority) / (1 - majority), from which data counts as similar."""
+
+    max_unknown_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Unknown-token rate (from prep) above which data counts as dissimilar."""
+
+    max_pieces_per_word: float = Field(default=1.5, ge=1.0)
+    """Word pieces per word (from prep) above which data counts as dissimilar."""
+
+    output_dir: str = "outputs/recommend"
+    """Where recommendation.json and recommendation.txt are written."""
+
+
+class TuneConfig(Section):
+    """The Ray Tune sweep (`ftpipe tune`): one Ray Train run per trial."""
+
+    num_trials: int = Field(default=8, ge=1)
+    """Trials to sample (with `search: grid`, repeats of the whole grid)."""
+
+    max_concurrent_trials: int = Field(default=2, ge=1)
+    """Trials that run at once; each takes train.num_workers x train.cpus_per_worker CPUs."""
+
+    search_space: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
+    """Dotted config path to a sampler, for example `train.lr: loguniform(1e-5, 5e-4)` or
+    `strategy.freeze_layers: choice([0, 2, 4])`; empty takes the space `ftpipe recommend`
+    suggested."""
+
+    search: Literal["random", "grid", "optuna"] = "random"
+    """Search algorithm: seeded random sampling, the full grid of `choice` values, or Optuna's
+    TPE."""
+
+    scheduler: Literal["asha", "none"] = "asha"
+    """`asha` stops trials whose metric trails the others at each rung; `none` runs every trial
+    to the end."""
+
+    grace_period: int = Field(default=1, ge=1)
+    """ASHA: evaluations every trial gets before it may be stopped."""
+
+    reduction_factor: int = Field(default=3, ge=2)
+    """ASHA: 1 in this many trials continues past each rung."""
+
+    time_budget_s: float | None = Field(default=None, gt=0)
+    """Stop starting and running trials after this many seconds; null has no time limit."""
+
+    final: Literal["reuse", "retrain", "none"] = "reuse"
+    """After the sweep: `reuse` exports the best trial's best checkpoint, `retrain` trains the
+    best config again on train + eval, `none` only reports."""
+
+    output_dir: str = "outputs/tune"
+    """Where the sweep writes results.csv, best.yaml, the plots, and the final model."""
+
+
+class RegistryConfig(Section):
+    """MLflow tracking and the model registry."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI; credentials come from the environment, never from this file."""
+
+    model_name: str = "ftpipe-classifier"
+    """Registered model name."""
+
+    experiment_name: str = "ftpipe"
+    """MLflow experiment that training, sweep and evaluation runs are logged to."""
+
+    log_system_metrics: bool = True
+    """Sample CPU, memory, disk and (with pynvml) GPU use into each training run."""
+
+
+class Toleration(Section):
+    """A Kubernetes toleration, so a stage's pod may run on tainted (e.g. GPU) nodes."""
+
+    key: str
+    """The taint key, e.g. nvidia.com/gpu."""
+    operator: Literal["Equal", "Exists"] = "Exists"
+    """Equal matches `value`; Exists matches any value of the key."""
+    value: str | None = None
+    """The taint value (with operator Equal)."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to tolerate; all effects when unset."""
+
+
+class StageConfig(Section):
+    """How one pipeline stage's pod runs on a Kubeflow cluster (the local runner ignores it)."""
+
+    image: str | None = None
+    """Container image of this stage; default pipeline.image."""
+    cpu: str | None = None
+    """CPU request and limit, e.g. "2" or "500m"; unset leaves it to the cluster."""
+    memory: str | None = None
+    """Memory request and limit, e.g. "8G"; unset leaves it to the cluster."""
+    gpu: int = Field(default=0, ge=0)
+    """GPUs for the stage's own pod (Ray workers get theirs from the Ray cluster)."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """The Kubernetes resource name of the GPUs."""
+    node_selector: FrozenMapping = Field(default_factory=lambda: MappingProxyType({}))
+    """Node labels the pod must match, e.g. {pool: cpu}."""
+    tolerations: tuple[Toleration, ...] = ()
+    """Taints the pod tolerates."""
+    retries: int = Field(default=0, ge=0, le=10)
+    """Retries of a failed stage (KFP retry policy); the first retry waits backoff_s."""
+    backoff_s: float = Field(default=60.0, gt=0)
+    """Wait before the first retry; each further retry waits twice as long, at most 1 h."""
+    caching: bool = True
+    """Reuse the stage's outputs when its inputs (config hash and data fingerprint) repeat."""
+
+
+def _stage(**defaults: Any) -> Any:
+    return Field(default_factory=lambda: StageConfig(**defaults))
+
+
+class PipelineStages(Section):
+    """Per-stage pod settings of the Kubeflow pipeline."""
+
+    prep: StageConfig = _stage(cpu="2", memory="8G")
+    """The prep stage: load, validate, split, tokenize."""
+    recommend: StageConfig = _stage(cpu="2", memory="8G")
+    """The recommend stage: the linear probe on frozen features."""
+    tune: StageConfig = _stage(cpu="1", memory="2G", retries=2)
+    """The tune stage: drives a Ray Tune sweep (the trials run on Ray)."""
+    train: StageConfig = _stage(cpu="1", memory="2G", retries=2)
+    """The train stage: drives a Ray Train run (the workers run on Ray)."""
+    evaluate: StageConfig = _stage(cpu="2", memory="8G")
+    """The evaluate stage: scores the model on the held-out split."""
+    registry: StageConfig = _stage(cpu="1", memory="2G")
+    """The register and promote stages: MLflow calls only."""
+
+
+class PipelineConfig(Section):
+    """The Kubeflow pipeline: its name, images and per-stage pod settings."""
+
+    name: str = "ftpipe-finetune"
+    """Kubeflow pipeline name."""
+    image: str = "ftpipe:cpu"
+    """Default container image of every stage (built by `make images`, infra/docker)."""
+    stages: PipelineStages = Field(default_factory=PipelineStages)
+    """Per-stage pod settings: image, resources, node selector, tolerations, retries."""
+    ray_token_secret: str | None = "ray-auth-token"
+    """Secret (key auth_token) mounted as RAY_AUTH_TOKEN into tune and train, for a Ray
+    cluster with token authentication (infra/secrets/kubeflow.yaml); None: not mounted."""
+    mlflow_secret: str | None = "mlflow-client-credentials"
+    """Secret (keys username, password) mounted as MLFLOW_TRACKING_USERNAME/PASSWORD into
+    every stage that talks to MLflow; None: not mounted."""
+    local_root: str = "outputs/pipeline"
+    """Where `ftpipe run` (the KFP local runner) keeps each stage's artifacts and its cache."""
+
+
+class EvaluateConfig(Section):
+    """`ftpipe evaluate`: held-out metrics per class, calibration and per-row predictions.
+
+    The predictions file is what the promotion gate's paired bootstrap reads.
+    """
+
+    batch_size: int = Field(default=64, ge=1)
+    """Rows per forward pass."""
+
+    calibration_bins: int = Field(default=15, ge=2)
+    """Equal-width confidence bins of the expected calibration error (ECE)."""
+
+    latency_rows: int = Field(default=32, ge=0)
+    """Single-row requests timed for the p95 latency that `promote.max_latency_ms` checks;
+    0 skips the measurement."""
+
+    output_dir: str = "outputs/evaluate"
+    """Where metrics.json, predictions.parquet, confusion_matrix.png and evaluation.json go."""
+
+
+class PromoteConfig(Section):
+    """`ftpipe promote`: when the challenger replaces the champion.
+
+    Both are compared on the same held-out set (same fingerprint). The challenger is promoted
+    only if every rule holds: the paired-bootstrap confidence interval of (challenger -
+    champion) lies above `margin`, no class's F1 drops by more than `max_class_f1_drop`, and
+    the budgets that are set hold. With no champion yet, the interval's lower bound of the
+    metric must reach `floor`.
+    """
+
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    """The metric the challenger must improve."""
+
+    margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Smallest improvement that counts: the interval's lower bound must exceed it."""
+
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Two-sided confidence level of the bootstrap intervals."""
+
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    """Paired bootstrap resamples of the held-out rows (seeded by `seed`)."""
+
+    max_class_f1_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Largest drop in any single class's F1 that does not block promotion."""
+
+    floor: float = Field(default=0.0, ge=0.0, le=1.0)
+    """With no champion, the lower bound of the metric's interval must reach this."""
+
+    max_latency_ms: float | None = Field(default=None, gt=0.0)
+    """Budget for p95 single-row latency (measured by `ftpipe evaluate`); null: no budget."""
+
+    max_size_mb: float | None = Field(default=None, gt=0.0)
+    """Budget for the model's size on disk, base model included for adapters; null: none."""
+
+    lock_timeout_s: float = Field(default=600.0, gt=0.0)
+    """Promotions of one model run one at a time; a lock held longer than this is taken to
+    belong to a dead process and is broken."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftpipe.config.sections import DataConfig
+from ftpipe.config.schema import DataConfig
 from ftpipe.errors import ConfigError, FtpipeError
 from ftpipe.tasks import TASKS, LabelMap, get_task, pad_rows
 from ftpipe.tasks.sequence_classification import classification_metrics
