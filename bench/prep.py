@@ -1,26 +1,35 @@
-"""Benchmark `ftpipe prep` on the full GLUE SST-2 train split against datasets.map.
+"""Benchmark `ftpipe prep`: throughput on GLUE SST-2, and peak memory as the input grows.
 
-Side by side in one run, on the same 67,349 rows and the same packaged MiniLM tokenizer
-(max_length 64):
+Two parts, each side by side with a baseline in the same run:
 
-* ftpipe prep: the whole stage — read the TSV, validate (duplicates, conflicts, leakage
-  against dev), tokenize, compute stats, write Parquet shards, fingerprint.
-* baseline: `datasets.Dataset.map(batched=True)` tokenization alone of rows already in memory,
-  with one process and with `num_proc=2`.
+* Throughput, on the full GLUE SST-2 train split (67,349 rows) and the packaged MiniLM
+  tokenizer (max_length 64): ftpipe prep, the whole stage (read the TSV, validate with
+  duplicates, conflicts and leakage against dev, tokenize, stats, write Parquet shards,
+  fingerprint), against `datasets.Dataset.map(batched=True)` tokenization alone of rows already
+  in memory, with one process and with `num_proc=2`. Each runs `--repeats` times in
+  alternating rounds (the forking contender last); the table reports median and range.
+* Memory, in a fresh subprocess per run: peak RSS (`ru_maxrss`) and rows/s of the streaming
+  prep of this tree against the whole-file prep of `--baseline-ref` (a git commit from before
+  streaming reads, extracted with `git archive` and put first on PYTHONPATH), on SST-2 and on a
+  generated CSV of `--baseline-mb`; the streaming prep alone also on a generated CSV of
+  `--size-mb` (the baseline would need about 16x that file in memory). Each subprocess first
+  imports ftpipe and loads the tokenizer, and reports that RSS too (the constant part).
 
-Each runs `--repeats` times, in alternating rounds (the forking contender last); the table
-reports the median and the range. Results
-replace the prep section of docs/benchmarks.md.
+Results replace the prep section of docs/benchmarks.md.
 
-Usage: .venv/bin/python bench/prep.py [--repeats 5]
+Usage: .venv/bin/python bench/prep.py [--repeats 5] [--size-mb 1024] [--baseline-mb 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +47,69 @@ from ftpipe.hub import resolve_model
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 MAX_LENGTH = 64
+BASELINE_REF = "d3e7c68"
+"""The last commit whose prep reads each input whole (issue 20 made it stream)."""
+
+CHILD = """
+import json, os, resource, sys, time
+from ftpipe.config.load import validate_config
+from ftpipe.data.prep import run_prep
+from ftpipe.data.tokenize import load_tokenizer
+import ftpipe
+config = validate_config(json.loads(sys.argv[1]))
+load_tokenizer(config.model)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+stats = run_prep(config).stats
+seconds = time.perf_counter() - start
+rows = sum(s["rows"] + sum(s["dropped"].values()) for s in stats["splits"].values())
+print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "base_kib": base, "seconds": seconds, "rows": rows, "code": ftpipe.__file__}))
+"""
+"""Runs prep on the config given as JSON; prints peak and import RSS (KiB), seconds, rows."""
+
+WORDS = [
+    "the",
+    "a",
+    "my",
+    "order",
+    "is",
+    "late",
+    "refund",
+    "please",
+    "card",
+    "was",
+    "charged",
+    "twice",
+    "hello",
+    "help",
+    "login",
+    "password",
+    "reset",
+    "app",
+    "crash",
+    "good",
+    "bad",
+    "movie",
+    "film",
+    "great",
+    "terrible",
+    "plot",
+    "acting",
+    "story",
+    "slow",
+    "fun",
+    "boring",
+    "wonderful",
+    "awful",
+    "scene",
+    "actor",
+    "director",
+    "music",
+    "script",
+    "ending",
+    "brilliant",
+]
 
 
 def interleaved_times(
@@ -53,18 +125,107 @@ def interleaved_times(
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="Runs of each contender.")
-    args = parser.parse_args()
-    if not (SST2 / "train.tsv").exists():
-        sys.exit(f"SST-2 not found at {SST2}; this benchmark needs ../shared/data/sst2.")
+def generate_csv(path: Path, megabytes: float, seed: int = 0) -> int:
+    """Write a text,label CSV of about `megabytes` MiB of distinct sentences; return its rows."""
+    rng = random.Random(seed)
+    written = rows = 0
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("text,label\n")
+        while written < megabytes * 2**20:
+            lines = []
+            for _ in range(10_000):
+                text = " ".join(rng.choices(WORDS, k=rng.randint(8, 30)))
+                lines.append(f"{text} {rows},{'pos' if rng.random() < 0.5 else 'neg'}\n")
+                rows += 1
+            chunk = "".join(lines)
+            handle.write(chunk)
+            written += len(chunk)
+    return rows
 
+
+def measure(code: Path, data: dict, workdir: Path) -> dict:
+    """Run prep in a fresh subprocess with `code` first on PYTHONPATH; return its figures."""
+    raw = {"data": {**data, "output_dir": str(workdir / "out"), "max_length": MAX_LENGTH}}
+    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(raw)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    shutil.rmtree(workdir / "out", ignore_errors=True)
+    if done.returncode:
+        sys.exit(f"prep failed under {code}:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["code"].startswith(str(code)):
+        sys.exit(f"the subprocess ran {result['code']}, not the code under {code}")
+    return result
+
+
+def baseline_tree(ref: str, workdir: Path) -> Path:
+    """Extract src/ftpipe of a git commit; return the directory to put on PYTHONPATH."""
+    tree = workdir / f"baseline-{ref}"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", ref, "src/ftpipe"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree / "src"
+
+
+def memory_lines(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Peak RSS and rows/s of streaming prep against the whole-file baseline, as table lines."""
+    current, baseline = REPO / "src", baseline_tree(args.baseline_ref, workdir)
+    small, large = workdir / "small.csv", workdir / "large.csv"
+    inputs = {
+        "SST-2 train.tsv (+ dev.tsv)": (
+            {"train": str(SST2 / "train.tsv"), "eval": str(SST2 / "dev.tsv"),
+             "text_column": "sentence", "on_error": "drop"},
+            SST2 / "train.tsv",
+        ),
+        f"generated CSV, {args.baseline_mb} MiB": ({"train": str(small)}, small),
+        f"generated CSV, {args.size_mb} MiB": ({"train": str(large)}, large),
+    }  # fmt: skip
+    generate_csv(small, args.baseline_mb, seed=1)
+    lines = [
+        "| input | file MiB | prep | peak RSS MiB | peak - import MiB | (peak - import) / file "
+        "| rows/s | vs baseline: peak, rows/s |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, (data, path) in inputs.items():
+        if path == large:
+            generate_csv(large, args.size_mb, seed=2)
+        size = path.stat().st_size / 2**20
+        runs = {"streaming (this tree)": measure(current, data, workdir)}
+        if path != large:
+            runs[f"whole-file ({args.baseline_ref})"] = measure(baseline, data, workdir)
+        ours = runs["streaming (this tree)"]
+        for label, run in runs.items():
+            peak, base = run["peak_kib"] / 1024, run["base_kib"] / 1024
+            rate = run["rows"] / run["seconds"]
+            versus = "baseline" if run is not ours else "-"
+            if run is ours and len(runs) > 1:
+                other = runs[f"whole-file ({args.baseline_ref})"]
+                versus = (
+                    f"{run['peak_kib'] / other['peak_kib']:.2f}x, "
+                    f"{rate / (other['rows'] / other['seconds']):.2f}x"
+                )
+            lines.append(
+                f"| {name} | {size:,.0f} | {label} | {peak:,.0f} | {peak - base:,.0f} | "
+                f"{(peak - base) / size:.2f} | {rate:,.0f} | {versus} |"
+            )
+        if path != SST2 / "train.tsv":
+            path.unlink(missing_ok=True)
+    return lines
+
+
+def throughput_lines(repeats: int, workdir: Path) -> list[str]:
+    """The SST-2 throughput table against datasets.map, with its closing sentence."""
     import datasets
     from transformers import AutoTokenizer
 
     datasets.disable_progress_bars()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-prep-"))
     config = load_config(
         REPO / "configs/sst2.yaml",
         [f"data.max_length={MAX_LENGTH}", f"data.output_dir={workdir / 'prep'}"],
@@ -85,7 +246,7 @@ def main() -> None:
             "ftpipe prep (read + validate + tokenize + stats + write)": lambda: run_prep(config),
             "datasets.map(batched=True), tokenize only": lambda: raw.map(tokenize, batched=True),
         },
-        args.repeats,
+        repeats,
     )
     # Runs last: once a process forks, the Rust tokenizer turns its thread pool off in this
     # process too, which would slow every in-process contender after it.
@@ -95,7 +256,7 @@ def main() -> None:
                 tokenize, batched=True, num_proc=2
             )
         },
-        args.repeats,
+        repeats,
     )
     medians = {name: statistics.median(values) for name, values in times.items()}
     baseline = medians["datasets.map(batched=True), tokenize only"]
@@ -103,7 +264,7 @@ def main() -> None:
     lines = [
         f"Full GLUE SST-2 train split: {n_rows:,} rows (plus the 872-row dev set that prep also "
         f"validates for leakage), packaged all-MiniLM-L6-v2 tokenizer, max_length {MAX_LENGTH}, "
-        f"median of {args.repeats} runs.",
+        f"median of {repeats} runs.",
         "",
         "| contender | median s | range s | rows/s | throughput vs datasets.map |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -121,6 +282,47 @@ def main() -> None:
         f"{baseline / prep_seconds:.2f}x the baseline's throughput. The num_proc=2 variant runs "
         "after the others: forking turns the Rust tokenizer's thread pool off in the parent.",
     ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="Runs of each contender.")
+    parser.add_argument("--size-mb", type=float, default=1024, help="Large generated CSV, MiB.")
+    parser.add_argument(
+        "--baseline-mb", type=float, default=200, help="Generated CSV both preps run on, MiB."
+    )
+    parser.add_argument(
+        "--baseline-ref", default=BASELINE_REF, help="Commit of the whole-file prep baseline."
+    )
+    args = parser.parse_args()
+    if not (SST2 / "train.tsv").exists():
+        sys.exit(
+            f"SST-2 not found at {SST2}: this benchmark needs GLUE SST-2's train.tsv and dev.tsv "
+            "in ../shared/data/sst2 beside the repository. Nothing was measured."
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-prep-", dir=os.environ.get("TMPDIR", "/tmp")))
+    try:
+        lines = throughput_lines(args.repeats, workdir)
+        lines += [
+            "",
+            "### Peak memory as the input grows",
+            "",
+            f"Each run in a fresh subprocess, max_length {MAX_LENGTH}, packaged MiniLM tokenizer. "
+            '"import" is the high-water RSS after importing ftpipe (torch, transformers) and '
+            "loading the tokenizer, before prep; a prep that stays below it shows 0. "
+            f"Baseline: the whole-file prep of commit {args.baseline_ref} (git archive, first on "
+            f"PYTHONPATH); it runs on SST-2 and the {args.baseline_mb:g} MiB file only, as it "
+            "holds about 16x the file in memory. Generated rows: 8-30 random words and a counter, "
+            "two labels.",
+            "",
+            *memory_lines(args, workdir),
+            "",
+            "Target (issue 20): peak at most 2x the file plus a constant under 1 GiB, and at least "
+            "the whole-file prep's rows/s.",
+        ]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     body = "\n".join(lines)
     write_section("prep", "Data preparation", "bench/prep.py", hardware_summary(), body)
     print(body)

@@ -21,9 +21,9 @@ def train(
     from collections import namedtuple
     from pathlib import Path
 
-    from ftpipe.registry.tracking import read_record
     from ftpipe.stage import Stage, run_stage
     from ftpipe.train.export import Export
+    from ftpipe.train.outcome import read_record
 
     # The train stage exports to train.output_dir/model: make that the artifact's path.
     parent = (str(Path(model.path).parent), model.uri.rsplit("/", 1)[0])

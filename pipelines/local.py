@@ -35,8 +35,8 @@ class LocalRun:
 
     def lines(self) -> list[str]:
         """The end-of-run summary for a person."""
-        if self.gate == "promote" and self.champion == self.version:
-            verdict = "PROMOTED to champion"
+        if self.champion == self.version:  # the same export registers as the same version
+            verdict = "PROMOTED to champion" if self.gate == "promote" else "already champion"
         else:
             verdict = f"not promoted (champion: {self.champion or 'none'})"
         return [

@@ -39,12 +39,13 @@ def test_run_registers_with_lineage_and_promotes_on_the_gate_then_a_rerun_hits_t
     assert "version 1 (alias challenger): PROMOTED to champion" in first.stdout
     assert "mlflow ui --backend-store-uri" in first.stdout
 
-    # Same config and data: every stage up to evaluation replays from the cache, the same
-    # model registers as version 2, and the gate keeps version 1 (no significant gain).
+    # Same config and data: every stage up to evaluation replays from the cache, and the same
+    # export registers as the same version (registration is idempotent), still the champion.
     second = ftpipe("run", "-c", str(tiny_pipeline_config), timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-6000:]
     log = second.stdout + second.stderr
     for task in ("prep", "recommend", "tune", "train", "evaluate"):
         assert f"Task {task} cache hit" in log, log[-3000:]
-    assert "version 2 (alias challenger): not promoted (champion: 1)" in second.stdout
+    assert "version 1 (alias challenger): already champion" in second.stdout
+    assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"

@@ -89,15 +89,21 @@ def register(
         ),
     ] = None,
 ) -> None:
-    """Log the exported model to MLflow and register it as a new `challenger` version."""
+    """Log the exported model to MLflow and register it as the `challenger` version.
+
+    The same export registered again gives its earlier version back.
+    """
     from ftpipe.stages import register as stage
 
     result = stage.run(load_config(config, overrides or []), model, run_id, evaluation, output)
     version = result.version
+    how = "Already registered as" if result.reused else "Registered"
     out.print(
-        f"Registered {version.name} version {version.version} (alias challenger) from run "
+        f"{how} {version.name} version {version.version} (alias challenger) from run "
         f"{version.run_id}."
     )
+    if result.orphans:
+        out.print(f"Marked debris of killed registrations: {', '.join(result.orphans)}.")
     if result.evaluation is None:
         out.print(
             "No evaluation attached: run `ftpipe evaluate --model "

@@ -105,6 +105,10 @@ class DataConfig(Section):
     shard_rows: int = Field(default=50_000, ge=1)
     """Rows per Parquet shard in the prep output."""
 
+    min_rows_per_class: int = Field(default=5, ge=1)
+    """Prep warns about a class with fewer training rows than this, or with no eval rows; it
+    changes no output, only the warnings."""
+
     output_dir: str = "outputs/prep"
     """Directory prep writes to: train/ and eval/ shards, label_map.json, stats.json and
     fingerprint.json. Prep replaces it whole once the new outputs are complete, and refuses a

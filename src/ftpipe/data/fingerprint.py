@@ -12,8 +12,9 @@ from typing import Any
 
 from ftpipe.config.schema import Config, canonical_json
 
-IGNORED_DATA_KEYS = ("train", "eval", "output_dir")
-"""Data keys that name places, not content: the inputs count by their bytes instead."""
+IGNORED_DATA_KEYS = ("train", "eval", "output_dir", "min_rows_per_class")
+"""Data keys that change no output: `train`, `eval` and `output_dir` name places (the inputs
+count by their bytes instead), and `min_rows_per_class` only sets when prep warns."""
 
 
 def prep_identity(config: Config, digests: dict[str, str], tokenizer_sha256: str) -> dict[str, Any]:

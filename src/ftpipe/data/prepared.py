@@ -1,4 +1,9 @@
-"""Prep's outputs: their layout (`PrepDir`), the rows per split, and padded batches."""
+"""Prep's outputs: their layout (`PrepDir`), the rows per split, and padded batches.
+
+`PrepDir.check_config` is what train, tune and evaluate call first: prepared data made with
+another config (other inputs, columns, labels, task, tokenizer or max_length) is refused rather
+than silently trained on.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ftpipe.artifacts import localize
-from ftpipe.errors import DataError
+from ftpipe.artifacts import is_uri, localize
+from ftpipe.config import Config
+from ftpipe.data.fingerprint import IGNORED_DATA_KEYS
+from ftpipe.errors import ConfigError, DataError
 from ftpipe.tasks import LabelMap, Task, get_task, pad_rows
+
+UNCOMPARED_KEYS = ("data.shard_rows", *(f"data.{k}" for k in IGNORED_DATA_KEYS))
+"""Recorded keys that change how prep writes its files, not what they hold (an older prep may
+have recorded a key the fingerprint now leaves out). The inputs are compared by name apart."""
+
+TOKENIZATION_KEYS = ("data.max_length", "model.name", "model.revision")
+"""Recorded keys that only change the token ids: evaluate re-tokenizes the raw texts itself."""
+
+PATH_KEYS = ("data.train", "data.eval", "model.name")
+"""Keys naming a file or directory: equal when they resolve to the same local path."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,85 @@ class PrepDir:
     def rows(self) -> dict[str, int]:
         """Rows per split."""
         return {name: split["rows"] for name, split in self.stats["splits"].items()}
+
+    @classmethod
+    def check_config(cls, config: Config, stage: str, tokenization: bool = True) -> None:
+        """Refuse prepared data made with another config; see `check_matches`.
+
+        What train, tune and evaluate call first. A local `data.output_dir` that holds no prep
+        output passes: the stage's own reading then says to run prep (or recommend) first.
+
+        Raises:
+            ConfigError: If the data was prepared with different data keys.
+        """
+        directory = config.data.output_dir
+        if not is_uri(directory) and not cls(localize(directory)).fingerprint_path.exists():
+            return
+        cls.open(directory).check_matches(config, stage, tokenization)
+
+    def recorded_config(self) -> dict[str, Any]:
+        """The config keys the data was prepared with, by dotted path (from fingerprint.json).
+
+        The inputs (`data.train`, `data.eval`), every data key the fingerprint covers but
+        `data.shard_rows`, and the tokenizer's model; keys an older prep did not record are
+        absent.
+        """
+        record = json.loads(self.fingerprint_path.read_text())
+        keys = {f"data.{key}": value for key, value in record.get("data", {}).items()}
+        keys |= {f"model.{key}": value for key, value in record.get("model", {}).items()}
+        keys = {key: value for key, value in keys.items() if key not in UNCOMPARED_KEYS}
+        if "inputs" in record:
+            for role in ("train", "eval"):
+                keys[f"data.{role}"] = record["inputs"].get(role, {}).get("source")
+        return keys
+
+    def check_matches(self, config: Config, stage: str, tokenization: bool = True) -> None:
+        """Refuse a config whose data keys differ from those the data was prepared with.
+
+        Args:
+            config: The config the stage was given.
+            stage: The stage's name, for the message.
+            tokenization: Also compare the keys that only change token ids (train and tune
+                read them; evaluate does not).
+
+        Raises:
+            ConfigError: Naming each differing key with both values, and the fix.
+        """
+        given = config.model_dump(mode="json")
+        differences = []
+        for key, recorded in self.recorded_config().items():
+            if not tokenization and key in TOKENIZATION_KEYS:
+                continue
+            section, _, name = key.partition(".")
+            if name not in given.get(section, {}):
+                continue  # a key this version no longer has
+            value = given[section][name]
+            if not _same(key, value, recorded):
+                differences.append(
+                    f"{key} is {_show(value)} here but was {_show(recorded)} for prep"
+                )
+        if differences:
+            raise ConfigError(
+                f"The prepared data in data.output_dir={config.data.output_dir} was made with a "
+                f"different config: {'; '.join(differences)}. `ftpipe {stage}` would silently use "
+                "the old data. "
+                "Re-run `ftpipe prep` with this config, or point data.output_dir at a directory "
+                "that prep wrote for it."
+            )
+
+
+def _same(key: str, value: Any, recorded: Any) -> bool:
+    if value == recorded:
+        return True
+    if key not in PATH_KEYS or not isinstance(value, str) or not isinstance(recorded, str):
+        return False
+    if any(is_uri(v) or v.startswith("hf:") for v in (value, recorded)):
+        return False
+    return Path(value).expanduser().resolve() == Path(recorded).expanduser().resolve()
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -1,86 +1,143 @@
-"""Read a labelled table from CSV, TSV, JSONL, Parquet or a Hugging Face dataset.
+"""Read a labelled table from CSV, TSV, JSONL, Parquet or a Hugging Face dataset, in batches.
 
-Readers keep every row as written, with its line (or row) number, so validation can name the
-exact place a problem is. Bytes that are not UTF-8 are kept as surrogate escapes rather than
-failing the whole file, and a row that cannot be parsed is kept with its parse error: both
-are reported per row, under the user's `data.on_error` policy. Each table carries the sha256
-of its raw bytes, which the data fingerprint is built from.
+Readers stream: an input is read in batches of at most `BATCH_ROWS` rows, so memory does not
+grow with the file. Each batch keeps every row as written, with its line (or row) number, so
+validation can name the exact place a problem is. Bytes that are not UTF-8 are kept as
+surrogate escapes rather than failing the whole file, and a row that cannot be parsed is kept
+with its parse error: both are reported per row, under the user's `data.on_error` policy. The
+sha256 of an input's raw bytes (after decompression), which the data fingerprint is built
+from, is computed as the bytes stream past.
 """
 
 from __future__ import annotations
 
-import csv
+import gzip
 import hashlib
 import io
-import json
-from collections import Counter
-from dataclasses import dataclass
+import lzma
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 
 from ftpipe.config.schema import DataConfig
+from ftpipe.data.parse import BATCH_ROWS, Table, delimited_batches, jsonl_batches
 from ftpipe.errors import DataError, reason
 
 HF_PREFIX = "hf:"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+BINARY_PROBE = 8192
+"""Bytes at the start of a text input (after decompression) checked for NUL bytes."""
+READ_ERRORS = (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError)
+"""What file systems and decompressors raise for a file they cannot read to its end."""
 
-# Python's csv module refuses fields over 128 KiB by default; raise that so oversize rows reach
-# validation, where data.max_chars and the drop policy decide.
-csv.field_size_limit(2**31 - 1)
 
+class Stream:
+    """One input, read batch by batch; `digest` is set once a pass has read it to its end."""
 
-@dataclass(frozen=True)
-class Table:
-    """Rows of one input, as read, before validation.
+    def __init__(self, source: str, config: DataConfig) -> None:
+        self.source = source
+        self.config = config
+        self.digest = ""
 
-    Attributes:
-        source: The path or URI as the user wrote it.
-        columns: Column name to its values; without a header, names are "0", "1", ...
-        locations: Per row, where it is: "line 12" for text files, "row 12" otherwise.
-        errors: Per row, why it could not be parsed (extra fields, invalid JSON), or None.
-        digest: sha256 of the raw bytes (or the dataset's own fingerprint for `hf:`).
-    """
+    def batches(self) -> Iterator[Table]:
+        """Yield the input's rows in batches, in file order; every call reads it again.
 
-    source: str
-    columns: dict[str, list[Any]]
-    locations: list[str]
-    errors: list[str | None]
-    digest: str
+        Raises:
+            DataError: If the input is missing, unreadable, corrupt, binary, or of an unknown
+                format.
+        """
+        if self.source.startswith(HF_PREFIX):
+            yield from self._hf_batches()
+            return
+        fmt = _format_of(self.source, self.config)
+        if fmt == "parquet":
+            self.digest = input_digest(self.source, self.config)
+            yield from _parquet_batches(self.source)
+            return
+        with _open(self.source) as handle:
+            hashing = _HashingReader(self.source, handle)
+            head = hashing.head
+            if head.startswith(UTF16_BOMS):
+                raise DataError(f"{self.source} is UTF-16 encoded. Re-save it as UTF-8.")
+            check_not_binary(self.source, head, fmt)
+            text = io.TextIOWrapper(
+                io.BufferedReader(hashing, 1 << 20),
+                encoding="utf-8-sig",
+                errors="surrogateescape",
+                newline="",  # no translation: the parsers split lines as the formats say
+            )
+            if fmt == "jsonl":
+                yield from jsonl_batches(self.source, text)
+            else:
+                yield from delimited_batches(self.source, text, fmt, self.config.has_header)
+            text.read()  # to the end, so the digest covers every byte
+            self.digest = hashing.hexdigest()
 
-    def __len__(self) -> int:
-        return len(self.locations)
+    def _hf_batches(self) -> Iterator[Table]:
+        dataset = _load_hf(self.source, self.config)
+        import datasets
+
+        self.digest = dataset._fingerprint  # a Hub dataset has no single file to hash
+        for start in range(0, dataset.num_rows, BATCH_ROWS):
+            rows = dataset[start : start + BATCH_ROWS]
+            columns: dict[str, list[Any]] = {}
+            for column in dataset.column_names:
+                values, feature = rows[column], dataset.features[column]
+                # ClassLabel columns store ids; keep the names so the label map reads naturally.
+                if isinstance(feature, datasets.ClassLabel):
+                    values = [
+                        feature.int2str(v) if v is not None and v >= 0 else None for v in values
+                    ]
+                columns[column] = list(values)
+            n = len(next(iter(columns.values()), []))
+            numbers = list(range(start + 1, start + n + 1))
+            yield Table(self.source, columns, numbers, [None] * n, "", "row", start)
 
 
 def read_table(source: str, config: DataConfig) -> Table:
-    """Read one input named by `data.train` or `data.eval`.
+    """Read one input named by `data.train` or `data.eval` whole (small inputs and tests).
 
     Raises:
         DataError: If the input is missing, unreadable, empty, or of an unknown format.
     """
-    read = _read_hf if source.startswith(HF_PREFIX) else _read_file
-    table = read(source, config)
-    if not len(table):
-        raise DataError(
-            f"{source} has no data rows. Add rows, or point the config at another file."
-        )
-    return table
+    stream = Stream(source, config)
+    batches = list(stream.batches())
+    if not sum(map(len, batches)):
+        raise no_rows(source)
+    names = list(dict.fromkeys(name for batch in batches for name in batch.columns))
+    columns = {
+        name: [v for b in batches for v in b.columns.get(name, [None] * len(b))] for name in names
+    }
+    numbers = [n for b in batches for n in b.numbers]
+    errors = [e for b in batches for e in b.errors]
+    return Table(source, columns, numbers, errors, stream.digest, batches[0].unit)
 
 
-def _read_file(source: str, config: DataConfig) -> Table:
-    fmt = _format_of(source, config)
-    raw = _read_bytes(source)
-    digest = hashlib.sha256(raw).hexdigest()
-    if fmt == "parquet":
-        return _read_parquet(source, raw, digest)
-    if raw.startswith(UTF16_BOMS):
-        raise DataError(f"{source} is UTF-16 encoded. Re-save it as UTF-8.")
-    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    if fmt == "jsonl":
-        return _read_jsonl(source, text, digest)
-    return _read_delimited(source, text, digest, fmt, config.has_header)
+def no_rows(source: str) -> DataError:
+    """The error for an input without data rows."""
+    return DataError(f"{source} has no data rows. Add rows, or point the config at another file.")
+
+
+def input_digest(source: str, config: DataConfig) -> str:
+    """sha256 of an input's raw bytes (after decompression), read in blocks without parsing.
+
+    For `hf:` inputs, the dataset's own fingerprint.
+    """
+    if source.startswith(HF_PREFIX):
+        return _load_hf(source, config)._fingerprint
+    digest = hashlib.sha256()
+    with _open(source) as handle:
+        try:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        except READ_ERRORS as exc:
+            raise unreadable(source, exc) from None
+    return digest.hexdigest()
 
 
 def _format_of(source: str, config: DataConfig) -> str:
@@ -95,12 +152,14 @@ def _format_of(source: str, config: DataConfig) -> str:
     )
 
 
-def _read_bytes(source: str) -> bytes:
+@contextmanager
+def _open(source: str) -> Iterator[IO[bytes]]:
+    """Open an input for binary reading, turning every failure to open it into a DataError."""
     # fsspec handles local paths and file://, s3://, gs://, ... alike; compression is inferred
     # from the extension (.csv.gz).
     try:
-        with fsspec.open(source, "rb", compression="infer") as handle:
-            return handle.read()
+        opened = fsspec.open(source, "rb", compression="infer")
+        handle = opened.__enter__()
     except FileNotFoundError:
         raise DataError(
             f"Input {source} does not exist. Check data.train / data.eval (relative paths are "
@@ -111,98 +170,131 @@ def _read_bytes(source: str) -> bytes:
             f"Cannot open {source}: {reason(exc)}. Install the fsspec backend for that URI scheme "
             "(s3fs for s3://, gcsfs for gs://)."
         ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {source}: {reason(exc)}.") from None
-
-
-def _read_delimited(source: str, text: str, digest: str, fmt: str, has_header: bool) -> Table:
-    # TSV is read literally (no quoting), as GLUE and most TSV exports write it; CSV follows
-    # RFC 4180 quoting, so a quoted field may span lines and the reported line is its last one.
-    if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[list[str]] = []
-    lines: list[int] = []
+    except READ_ERRORS as exc:
+        raise unreadable(source, exc) from None
     try:
-        for record in reader:
-            if record:
-                records.append(record)
-                lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise DataError(
-            f"{source} line {reader.line_num} is not valid {fmt.upper()}: {reason(exc)}. Fix the "
-            "quoting on that line (an unclosed quote makes the error appear further down), or set "
-            "data.format if the file is of another kind."
-        ) from None
-    if has_header and records:
-        names = _checked_header(source, records.pop(0))
-        lines.pop(0)
-    else:
-        names = [str(i) for i in range(max((len(r) for r in records), default=0))]
-    width = len(names)
-    columns: dict[str, list[Any]] = {name: [] for name in names}
-    for record in records:
-        # Short rows get None for the missing fields; validation names them.
-        padded = record + [None] * (width - len(record))
-        for name, value in zip(names, padded, strict=False):
-            columns[name].append(value)
-    errors = [
-        f"{len(r) - width} more field(s) than the header" if len(r) > width else None
-        for r in records
-    ]
-    return Table(source, columns, [f"line {n}" for n in lines], errors, digest)
+        yield handle
+    finally:
+        with suppress(*READ_ERRORS):  # closing a stream whose read failed may fail again
+            opened.__exit__(None, None, None)
 
 
-def _checked_header(source: str, names: list[str]) -> list[str]:
-    repeated = [name for name, count in Counter(names).items() if count > 1]
-    if repeated:
-        listed = ", ".join(repr(name) for name in repeated)
-        raise DataError(
-            f"{source} line 1 (the header) repeats the column name(s) {listed}. Give every "
-            "column a distinct name, or set data.has_header=false and use column indexes."
-        )
-    return names
+class _HashingReader(io.RawIOBase):
+    """A raw stream over an open input that hashes what it reads and names read failures."""
 
+    def __init__(self, source: str, handle: IO[bytes]) -> None:
+        self.source = source
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        chunks, size = [], 0
+        while size < BINARY_PROBE and (chunk := self._read(BINARY_PROBE - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        self.head = b"".join(chunks)
+        self._pending = self.head
 
-def _read_jsonl(source: str, text: str, digest: str) -> Table:
-    rows: list[dict[str, Any]] = []
-    locations: list[str] = []
-    errors: list[str | None] = []
-    # Split on newlines only: JSON strings may hold U+2028 and friends, which splitlines() breaks.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    def _read(self, size: int) -> bytes:
         try:
-            value = json.loads(line)
-            error = None if isinstance(value, dict) else "it is not a JSON object"
-        except json.JSONDecodeError as exc:
-            value, error = {}, f"it is not valid JSON ({exc.msg})"
-        rows.append(value if error is None else {})
-        errors.append(error)
-        locations.append(f"line {number}")
-    names = list(dict.fromkeys(key for row in rows for key in row))
-    columns = {name: [row.get(name) for row in rows] for name in names}
-    return Table(source, columns, locations, errors, digest)
+            data = self.handle.read(size)
+        except READ_ERRORS as exc:
+            raise unreadable(self.source, exc) from None
+        self.sha256.update(data)
+        return data
+
+    def readable(self) -> bool:
+        """Always: this stream is for reading."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` with the next bytes; return how many (0 at the end)."""
+        if self._pending:
+            data, self._pending = self._pending[: len(buffer)], self._pending[len(buffer) :]
+        else:
+            data = self._read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def hexdigest(self) -> str:
+        """sha256 of the bytes read so far."""
+        return self.sha256.hexdigest()
 
 
-def _read_parquet(source: str, raw: bytes, digest: str) -> Table:
+def unreadable(source: str, exc: BaseException) -> DataError:
+    """The one-paragraph error for an input that fails while being opened or read.
+
+    Args:
+        source: The input as the user named it.
+        exc: What the file system or decompressor raised.
+    """
+    why = reason(exc)
+    if isinstance(exc, EOFError):
+        return DataError(
+            f"{source} is truncated: it ends before the end of its compressed data ({why}). The "
+            "file was probably cut short by an interrupted download or copy; fetch or copy it "
+            "again, or decompress it and point data.train / data.eval at the result."
+        )
+    if isinstance(exc, gzip.BadGzipFile) or "not a gzipped file" in why.lower():
+        return DataError(
+            f"{source} is not gzip-compressed, though its name ends in .gz ({why}). Rename it "
+            "without .gz if it is plain text, or compress it with gzip."
+        )
+    if isinstance(exc, (zlib.error, lzma.LZMAError)) or "compress" in why.lower():
+        return DataError(
+            f"{source} is corrupt: its compressed data cannot be decoded ({why}). Fetch or copy "
+            "the file again, or re-compress it from the original."
+        )
+    return DataError(
+        f"Cannot read {source}: {why}. Check that the file exists, is readable and is not being "
+        "written to, then run prep again."
+    )
+
+
+def check_not_binary(source: str, head: bytes, fmt: str) -> None:
+    """Refuse a text input whose first block holds NUL bytes: it is binary, not CSV/TSV/JSONL.
+
+    Raises:
+        DataError: If `head` (the first bytes after decompression) holds a NUL byte.
+    """
+    if b"\x00" in head:
+        raise DataError(
+            f"{source} looks binary, not {fmt.upper()} text: its first {len(head):,} bytes hold "
+            "NUL bytes, which CSV, TSV and JSONL files never contain. Check that data.train / "
+            f"data.eval name the right file and that data.format (read as {fmt}) matches it; "
+            "UTF-16 text must be re-saved as UTF-8."
+        )
+
+
+def _parquet_batches(source: str) -> Iterator[Table]:
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(io.BytesIO(raw))
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise DataError(f"{source} is not a readable Parquet file: {reason(exc)}.") from None
-    columns = {name: [_decode(v) for v in values] for name, values in table.to_pydict().items()}
-    locations = [f"row {i}" for i in range(1, table.num_rows + 1)]
-    return Table(source, columns, locations, [None] * table.num_rows, digest)
+    start = 0
+    with _open(source) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+                values = batch.to_pydict()
+                columns = {name: [_decode(v) for v in values[name]] for name in names}
+                numbers = list(range(start + 1, start + batch.num_rows + 1))
+                yield Table(source, columns, numbers, [None] * batch.num_rows, "", "row", start)
+                start += batch.num_rows
+        except DataError:
+            raise
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(
+                f"{source} is not a readable Parquet file; it is corrupt or truncated "
+                f"({reason(exc)}). Re-export it from the original data, or set data.format if "
+                "it is of another kind."
+            ) from None
+    if start == 0:
+        yield Table(source, {name: [] for name in names}, [], [], "", "row", 0)
 
 
 def _decode(value: Any) -> Any:
     return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
 
 
-def _read_hf(source: str, config: DataConfig) -> Table:
+def _load_hf(source: str, config: DataConfig) -> Any:
     """Load `hf:NAME:SPLIT` (NAME may be a Hub id or a local dataset directory)."""
     name, _, split = source[len(HF_PREFIX) :].rpartition(":")
     if not name or not split:
@@ -213,21 +305,10 @@ def _read_hf(source: str, config: DataConfig) -> Table:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(name, config.hf_config, split=split)
+        return datasets.load_dataset(name, config.hf_config, split=split)
     except Exception as exc:  # the Hub client raises many types; all mean "cannot load"
         raise DataError(
             f"Cannot load Hugging Face dataset {name!r} (config {config.hf_config!r}, split "
             f"{split!r}): {reason(exc)}. Check the name, data.hf_config and the split; "
             "offline, point data.train at a local file instead."
         ) from None
-    columns: dict[str, list[Any]] = {}
-    for column in dataset.column_names:
-        values = dataset[column]
-        feature = dataset.features[column]
-        # ClassLabel columns store ids; keep the names so the label map reads naturally.
-        if isinstance(feature, datasets.ClassLabel):
-            values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-        columns[column] = list(values)
-    locations = [f"row {i}" for i in range(1, dataset.num_rows + 1)]
-    # A Hub dataset has no single file to hash; its own fingerprint identifies its content.
-    return Table(source, columns, locations, [None] * dataset.num_rows, dataset._fingerprint)

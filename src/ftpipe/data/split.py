@@ -13,6 +13,22 @@ def stratified_split(
     seed: int,
     groups: Sequence[Hashable] | None = None,
 ) -> tuple[list[int], list[int]]:
+    """Hold out `fraction` of each class, chosen by a seeded shuffle (lists; see `split_rows`).
+
+    Returns:
+        Sorted train indices and sorted eval indices.
+    """
+    ids = None
+    if groups is not None:
+        first: dict[Hashable, int] = {}
+        ids = np.array([first.setdefault(g, len(first)) for g in groups], dtype=np.int64)
+    train, held_out = split_rows(np.asarray(labels, dtype=np.int64), fraction, seed, ids)
+    return train.tolist(), held_out.tolist()
+
+
+def split_rows(
+    labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Hold out `fraction` of each class, chosen by a seeded shuffle.
 
     Rows that share a group (for example copies of one text) move together, so the same text
@@ -20,21 +36,37 @@ def stratified_split(
     side, so a rare class is both trained on and evaluated. The same inputs always give the
     same split.
 
+    Args:
+        labels: Each row's label id.
+        fraction: Share of each class's groups to hold out.
+        seed: Seed of the shuffle.
+        groups: Each row's group, any values numpy can sort (row keys, ids); None puts every
+            row in a group of its own.
+
     Returns:
-        Sorted train indices and sorted eval indices.
+        Sorted train indices and sorted eval indices (int64 arrays).
     """
-    members: dict[Hashable, list[int]] = {}
-    for row, group in enumerate(groups if groups is not None else range(len(labels))):
-        members.setdefault(group, []).append(row)
-    units = list(members.values())  # in order of first appearance, so the result is stable
-    unit_labels = np.array([labels[unit[0]] for unit in units])
+    n = len(labels)
+    if groups is None:
+        first_rows, unit_of = np.arange(n), np.arange(n)
+    else:
+        # Units in order of first appearance, so the result does not depend on group values.
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        first_rows, unit_of = first[order], rank[inverse.reshape(-1)]
+    unit_labels = labels[first_rows]
     rng = np.random.default_rng(seed)
-    held_out: list[int] = []
+    held_units: list[np.ndarray] = []
     for label in np.unique(unit_labels):
         chosen = rng.permutation(np.flatnonzero(unit_labels == label))
         n_eval = round(fraction * len(chosen))
         if len(chosen) >= 2:
             n_eval = min(max(n_eval, 1), len(chosen) - 1)
-        held_out.extend(row for unit in chosen[:n_eval] for row in units[unit])
-    eval_rows = set(held_out)
-    return [r for r in range(len(labels)) if r not in eval_rows], sorted(eval_rows)
+        held_units.append(chosen[:n_eval])
+    held = np.zeros(len(first_rows), dtype=bool)
+    if held_units:
+        held[np.concatenate(held_units)] = True
+    in_eval = held[unit_of]
+    return np.flatnonzero(~in_eval), np.flatnonzero(in_eval)

@@ -9,7 +9,7 @@ tokens stay where the model expects them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,29 @@ class Tokenized:
     """Pre-tokenized words over all examples."""
     unknown: int
     """Unknown tokens over all examples."""
+
+
+@dataclass
+class TokenCounts:
+    """What stats.json needs of a split's tokens, added up shard by shard."""
+
+    lengths: list[np.ndarray] = field(default_factory=list)
+    """Untruncated length of each example, per shard."""
+    pieces: int = 0
+    words: int = 0
+    unknown: int = 0
+
+    def add(self, tokens: Tokenized) -> None:
+        """Count one shard's tokens."""
+        self.lengths.append(tokens.lengths)
+        self.pieces += tokens.pieces
+        self.words += tokens.words
+        self.unknown += tokens.unknown
+
+    @property
+    def all_lengths(self) -> np.ndarray:
+        """Untruncated length of every example of the split, in order."""
+        return np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
 
 
 def load_tokenizer(model: ModelConfig) -> Tokenizer:

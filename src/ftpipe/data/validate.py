@@ -1,31 +1,35 @@
-"""Validate raw tables into clean examples, naming every bad row.
+"""Validate rows, naming every bad one: the per-row checks and the failure messages.
 
 Each check yields `Problem`s that carry the row's location. The policy then either fails with
 one paragraph listing the first problems and the fix (`data.on_error=fail`), or drops the rows
 and counts them by kind (`drop`). Exact duplicates have their own policy (`data.duplicates`),
 because they are common in real data and harmless to drop.
 
-A problem's index points into the examples it was computed on, so every check runs on the
-output of the previous one and is applied before the next is computed.
+The per-row checks run batch by batch during prep's first pass (`ftpipe.data.scan`), which
+also runs the whole-input checks (conflicting labels, duplicates, leakage) on digests of the
+texts; `validate_table` runs both on one table held in memory.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftpipe.config.schema import DataConfig
 from ftpipe.data.sources import Table
 from ftpipe.errors import DataError
-from ftpipe.tasks import get_task
+from ftpipe.tasks import RowView, get_task
 
 MAX_LISTED = 8
 """How many problems an error message lists before it says 'and N more'."""
 
-Key = tuple[str, str | None]
+
+ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+"""Invisible characters a label may carry by accident (zero-width spaces and joiners, BOM)."""
 
 
 @dataclass(frozen=True)
@@ -51,27 +55,47 @@ class Examples:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def keys(self) -> list[Key]:
-        """Identity of each example for duplicate and leakage checks: (text, pair)."""
-        pairs = self.pairs if self.pairs is not None else [None] * len(self.texts)
-        return list(zip(self.texts, pairs, strict=True))
+    def label_counts(self) -> Counter[str]:
+        """Rows per label."""
+        return Counter(self.labels)
 
-    def take(self, indices: list[int], dropped: Counter[str]) -> Examples:
-        """Return the rows at `indices`, carrying the given drop counts."""
-        return Examples(
-            source=self.source,
-            texts=[self.texts[i] for i in indices],
-            pairs=None if self.pairs is None else [self.pairs[i] for i in indices],
-            labels=[self.labels[i] for i in indices],
-            locations=[self.locations[i] for i in indices],
-            dropped=dropped,
+
+class Tally:
+    """Problems found by one check: counted by kind, the first `LISTED` kept for a message."""
+
+    LISTED = MAX_LISTED
+
+    def __init__(self, kinds: Counter[str] | None = None) -> None:
+        self.kinds: Counter[str] = kinds if kinds is not None else Counter()
+        self.first: list[str] = []
+
+    def add(self, kind: str, reason: str) -> None:
+        """Count one problem."""
+        self.kinds[kind] += 1
+        if len(self.first) < self.LISTED:
+            self.first.append(reason)
+
+    @property
+    def count(self) -> int:
+        """How many problems were found."""
+        return self.kinds.total()
+
+
+def enforce(source: str, tally: Tally, policy: str, fix: str) -> Counter[str]:
+    """Apply a policy: `fail` raises naming the rows; `drop` returns the counts to drop.
+
+    Raises:
+        DataError: Under `fail`, if the tally holds problems.
+    """
+    if tally.count and policy == "fail":
+        listed = "; ".join(tally.first[:MAX_LISTED])
+        more = f"; and {tally.count - MAX_LISTED} more" if tally.count > MAX_LISTED else ""
+        rows = "row" if tally.count == 1 else "rows"
+        raise DataError(
+            f"{source} has {tally.count} invalid {rows} ({format_counts(tally.kinds)}): "
+            f"{listed}{more}. Fix these rows, or set {fix} to drop them and report the counts."
         )
-
-    def without(self, problems: list[Problem]) -> Examples:
-        """Return a copy without the rows the problems point at, counting them by kind."""
-        by_row = {p.index: p.kind for p in problems}
-        keep = [i for i in range(len(self)) if i not in by_row]
-        return self.take(keep, self.dropped + Counter(by_row.values()))
+    return Counter(tally.kinds)
 
 
 def validate_table(
@@ -92,36 +116,27 @@ def validate_table(
     Raises:
         DataError: On a missing column, or on invalid rows under `on_error=fail`.
     """
-    task = get_task(config.task)
-    text = _column(table, config.text_column, "data.text_column")
-    pair = label = None
-    second = getattr(config, task.second_text_key)  # a pair's second text, or a completion
-    if second is not None:
-        pair = _column(table, second, f"data.{task.second_text_key}")
-    if task.labelled:
-        label = _column(table, config.label_column, "data.label_column")
-    used = [c for c in (text, pair, label) if c is not None]
-    # Rows of unlabelled tasks have no label; "" keeps every label-keyed check a no-op.
-    names = [_label_name(v) for v in table.columns[label]] if label else [""] * len(table)
-    examples = Examples(
+    from ftpipe.data.scan import Scan  # the scan builds on this module's row checks
+
+    scan = Scan(table.source, config, known_labels, known_from)
+    scan.add(table)
+    index = scan.finish(lambda: [table])
+    texts = table.columns[index.text_column]
+    pairs = table.columns[index.pair_column] if index.pair_column is not None else None
+    rows = index.positions.tolist()
+    return Examples(
         source=table.source,
-        texts=[_text(v) for v in table.columns[text]],
-        pairs=None if pair is None else [_text(v) for v in table.columns[pair]],
-        labels=names,
-        locations=table.locations,
+        texts=[text_value(texts[i]) for i in rows],
+        pairs=None if pairs is None else [text_value(pairs[i]) for i in rows],
+        labels=[index.label_names[i] for i in index.labels.tolist()],
+        locations=[index.where(i) for i in range(len(rows))],
+        dropped=index.dropped,
     )
-    row_problems = _row_problems(table, used, examples, config, known_labels, known_from)
-    examples = _enforce(examples, list(row_problems), config.on_error, "data.on_error=drop")
-    examples = _enforce(examples, _conflicts(examples), config.on_error, "data.on_error=drop")
-    if config.duplicates != "keep":
-        duplicates = _exact_duplicates(examples)
-        examples = _enforce(examples, duplicates, config.duplicates, "data.duplicates=drop")
-    return examples
 
 
-def check_trainable(examples: Examples) -> None:
-    """Fail if fewer than two classes are left to train on."""
-    classes = sorted(set(examples.labels))
+def check_trainable(examples: Any) -> None:
+    """Fail if fewer than two classes are left to train on (`Examples` or a scan's `Index`)."""
+    classes = sorted(examples.label_counts())
     if len(classes) < 2:
         found = f"only the label {classes[0]!r}" if classes else "no rows"
         raise DataError(
@@ -131,39 +146,73 @@ def check_trainable(examples: Examples) -> None:
         )
 
 
-def drop_leakage(train: Examples, held_out: Examples, policy: str) -> Examples:
-    """Remove (or fail on) training rows whose text also appears in the eval set.
+def label_key(name: str) -> str:
+    """What a label is once case, width, accents and invisible characters are set aside.
 
-    Leakage inflates eval metrics, so train loses the rows and eval keeps them.
+    NFKC folds full-width and compatibility forms, case folding folds case, zero-width
+    characters are removed, and so are combining marks (after NFD), so `POS`, `ｐｏｓ`, `p\u200bos`
+    and `pós` all give `pos`.
     """
-    where = dict(zip(held_out.keys(), held_out.locations, strict=True))
-    problems = [
-        Problem(
-            i,
-            "leakage",
-            f"{train.locations[i]}: the same text is in the eval set "
-            f"({held_out.source} {where[key]}), which would inflate eval metrics",
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(ZERO_WIDTH)
+    return "".join(c for c in unicodedata.normalize("NFD", folded) if not unicodedata.combining(c))
+
+
+def label_variants(counts: Mapping[str, int]) -> list[list[tuple[str, int]]]:
+    """Groups of two or more labels with the same `label_key`, each label with its row count."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(counts):
+        groups.setdefault(label_key(name), []).append(name)
+    return [[(name, counts[name]) for name in names] for names in groups.values() if len(names) > 1]
+
+
+def refuse_label_variants(source: str, variants: Tally, known_from: str) -> None:
+    """A label that only resembles an allowed one is a typo, never a row to drop quietly.
+
+    Raises:
+        DataError: If `variants` holds any row, whatever `data.on_error` says.
+    """
+    if variants.count:
+        listed = "; ".join(variants.first)
+        more = f"; and {variants.count - MAX_LISTED} more" if variants.count > MAX_LISTED else ""
+        raise DataError(
+            f"{source} has {variants.count} row(s) whose label differs from an allowed one only "
+            f"in case, width, accents or invisible characters: {listed}{more}. Write these "
+            f"labels exactly as in {known_from} (for example lower-cased, without zero-width "
+            "spaces), or declare the variant as a label of its own in data.labels."
         )
-        for i, key in enumerate(train.keys())
-        if key in where
-    ]
-    return _enforce(train, problems, policy, "data.on_error=drop")
 
 
-def _column(table: Table, wanted: str | int, key: str) -> str:
-    names = list(table.columns)
+def resolve_column(
+    source: str, names: list[str], wanted: str | int, key: str, strict: bool = False
+) -> str | None:
+    """The name of the column a config key means, among an input's column names.
+
+    Args:
+        source: The input, for messages.
+        names: Its column names, in order.
+        wanted: The configured name, or a 0-based index.
+        key: The config key, for messages.
+        strict: Raise rather than return None when there is no such column.
+
+    Raises:
+        DataError: With `strict`, if the column does not exist.
+    """
     if isinstance(wanted, int) and str(wanted) not in names:
         if wanted < len(names):
             return names[wanted]
+        if not strict:
+            return None
         raise DataError(
-            f"{table.source} has {len(names)} columns, so {key}={wanted} (a 0-based index) does "
+            f"{source} has {len(names)} columns, so {key}={wanted} (a 0-based index) does "
             f"not exist. Set {key} to an index below {len(names)}."
         )
     if str(wanted) in names:
         return str(wanted)
+    if not strict:
+        return None
     listed = ", ".join(repr(n) for n in names) or "none"
     raise DataError(
-        f"{table.source} has no column {wanted!r} ({key}); its columns are {listed}. "
+        f"{source} has no column {wanted!r} ({key}); its columns are {listed}. "
         f"Set {key} to one of them, or data.has_header=false if the file has no header line."
     )
 
@@ -175,13 +224,14 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _text(value: Any) -> str:
+def text_value(value: Any) -> str:
+    """A cell as text: missing values and non-scalars read as empty (reported elsewhere)."""
     if _is_missing(value) or not isinstance(value, SCALARS):
         return ""  # empty texts are reported; non-scalars are reported as malformed first
     return value if isinstance(value, str) else str(value)
 
 
-def _label_name(value: Any) -> str | None:
+def label_name(value: Any) -> str | None:
     """Labels may be strings or integers; both become their string name."""
     if _is_missing(value) or not isinstance(value, SCALARS):
         return None
@@ -192,7 +242,7 @@ def _label_name(value: Any) -> str | None:
     return str(value).strip() or None
 
 
-def _row_problems(
+def row_problems(
     table: Table,
     used: list[str],
     examples: Examples,
@@ -200,10 +250,15 @@ def _row_problems(
     known_labels: list[str] | None,
     known_from: str,
 ) -> Iterable[Problem]:
+    """The first problem of each bad row of a table (batch), in row order."""
+    # Format first (how the row was stored), then the task's content checks, then size.
+    task = get_task(config.task)
     known = set(known_labels) if known_labels is not None else None
+    resembles = {label_key(name): name for name in known or ()}
     pairs = examples.pairs
     for i, where in enumerate(examples.locations):
-        body = examples.texts[i] + (pairs[i] if pairs is not None else "")
+        second = pairs[i] if pairs is not None else None
+        body = examples.texts[i] + (second or "")
         name = examples.labels[i]
         nested = [c for c in used if not isinstance(table.columns[c][i], SCALARS)]
         if table.errors[i]:
@@ -215,19 +270,15 @@ def _row_problems(
             yield Problem(
                 i, "not_utf8", f"{where}: bytes that are not valid UTF-8; re-save the file as UTF-8"
             )
-        elif not examples.texts[i].strip():
-            yield Problem(i, "empty_text", f"{where}: text in {used[0]!r} is empty")
-        elif pairs is not None and not pairs[i].strip():
-            yield Problem(i, "empty_text", f"{where}: text in {used[1]!r} is empty")
-        elif name is None:
-            yield Problem(i, "null_label", f"{where}: label in {used[-1]!r} is missing")
-        elif known is not None and name not in known:
-            allowed = ", ".join(sorted(known))
-            yield Problem(
-                i,
-                "unknown_label",
-                f"{where}: label {name!r} is not one of {allowed} ({known_from})",
-            )
+        elif problem := task.row_problem(
+            RowView(where, examples.texts[i], second, name, tuple(used)), known, known_from
+        ):
+            if problem[0] == "unknown_label" and (like := resembles.get(label_key(name or ""))):
+                problem = (
+                    "label_variant",
+                    f"{where}: label {name!r} is a variant of {like!r} ({known_from})",
+                )
+            yield Problem(i, *problem)
         elif len(body) > config.max_chars:
             yield Problem(
                 i,
@@ -241,62 +292,11 @@ def _has_bad_bytes(value: str) -> bool:
     return not value.isascii() and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _conflicts(examples: Examples) -> list[Problem]:
-    """Every row of a text that appears with more than one label."""
-    labels_of: dict[Key, set[str]] = {}
-    keys = examples.keys()
-    for key, label in zip(keys, examples.labels, strict=True):
-        labels_of.setdefault(key, set()).add(label)
-    return [
-        Problem(
-            i,
-            "conflicting_label",
-            f"{examples.locations[i]}: text {_short(key[0])} has conflicting labels "
-            f"({', '.join(sorted(labels_of[key]))}; label here {examples.labels[i]!r})",
-        )
-        for i, key in enumerate(keys)
-        if len(labels_of[key]) > 1
-    ]
-
-
-def _exact_duplicates(examples: Examples) -> list[Problem]:
-    """Every repeat of an earlier row with the same text and label."""
-    first: dict[Key, int] = {}
-    problems = []
-    for i, key in enumerate(examples.keys()):
-        j = first.setdefault(key, i)
-        if j != i:
-            problems.append(
-                Problem(
-                    i,
-                    "duplicate",
-                    f"{examples.locations[i]}: exact duplicate of {examples.locations[j]} "
-                    f"({_short(key[0])})",
-                )
-            )
-    return problems
-
-
-def _short(text: str, limit: int = 60) -> str:
+def short(text: str, limit: int = 60) -> str:
+    """A text for a message: quoted, cut at `limit` characters."""
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def format_counts(counter: Counter[str]) -> str:
     """`kind: n, kind: n` in a stable order, for messages and logs."""
     return ", ".join(f"{kind}: {n}" for kind, n in sorted(counter.items()))
-
-
-def _enforce(examples: Examples, problems: list[Problem], policy: str, fix: str) -> Examples:
-    """Apply a policy: `fail` raises naming the rows; `drop` removes them and counts them."""
-    if not problems:
-        return examples
-    if policy == "fail":
-        listed = "; ".join(p.reason for p in problems[:MAX_LISTED])
-        more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        rows = "row" if len(problems) == 1 else "rows"
-        kinds = format_counts(Counter(p.kind for p in problems))
-        raise DataError(
-            f"{examples.source} has {len(problems)} invalid {rows} ({kinds}): {listed}{more}. "
-            f"Fix these rows, or set {fix} to drop them and report the counts."
-        )
-    return examples.without(problems)

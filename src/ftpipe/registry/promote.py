@@ -34,6 +34,7 @@ from ftpipe.registry.evidence import EVAL_PREFIX, evidence
 from ftpipe.registry.gate import Decision, Policy, Scored, decide
 from ftpipe.registry.lock import promotion_lock
 from ftpipe.registry.versions import CHALLENGER, CHAMPION
+from ftpipe.tasks import get_task
 
 GATE_PREFIX = "ftpipe.gate."
 SEQUENCE_TAG = "ftpipe.promotions"
@@ -67,10 +68,16 @@ class Promotion:
 
 
 def policy(config: Config) -> Policy:
-    """The gate's rules from the `promote` section (seeded by the run's `seed`)."""
+    """The gate's rules from the `promote` section (seeded by the run's `seed`).
+
+    The task decides which metrics can drive the gate (`ServingTask.gate_metrics`).
+
+    Raises:
+        ConfigError: If the task's gate cannot compare models by `promote.metric`.
+    """
     p = config.promote
     return Policy(
-        metric=p.metric,
+        metric=get_task(config.data.task).serving("promote").gate_metric(p.metric),
         margin=p.margin,
         max_class_f1_drop=p.max_class_f1_drop,
         floor=p.floor,

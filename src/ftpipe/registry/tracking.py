@@ -13,11 +13,19 @@ sweep's `parent_run_id` and become nested runs under it. The run id is also writ
 In between, the run is MLflow's active (fluent) run, which samples system metrics and nests;
 MLflow's global URIs point at the store only while the run starts and ends (`scoped_mlflow`),
 so the caller's stay as they were. Everything else goes through an explicit client.
+
+A process killed outright (SIGKILL, OOM, a lost node) cannot end its run. Runs therefore record
+their process (`ftpipe.host`, `ftpipe.pid`, `ftpipe.pidns`, `ftpipe.pid_start`), and a new run
+of the same config (same `ftpipe.config_hash`) ends as KILLED, tagged
+`ftpipe.stop_reason=process_gone`, every run of that config still RUNNING whose process is gone
+from this host. A sweep ends its trials' runs that Tune stopped without letting them close
+(`end_child_runs`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 import time
@@ -35,15 +43,21 @@ from ftpipe.config.schema import Config, RegistryConfig
 from ftpipe.data.prepared import PrepDir
 from ftpipe.registry.client import connect, experiment_id, retry, scoped_mlflow
 from ftpipe.registry.lineage import lineage_tags
+from ftpipe.registry.lock import process_gone, process_identity
 from ftpipe.registry.params import flatten, split_params
+from ftpipe.train.outcome import write_record
 
-RECORD = "tracking.json"
-"""File in `train.output_dir` naming the run that trained the model beside it."""
+log = logging.getLogger(__name__)
 
 _BATCH = 100
 """MLflow's cap on params, tags or metrics per logging call (params and tags)."""
 
 _BAD_KEY_CHARS = re.compile(r"[^\w./\- :]")
+
+STOP_REASON = "ftpipe.stop_reason"
+"""Run tag: why a run was ended by someone other than its own process."""
+_PROCESS = "ftpipe."
+"""Prefix of the run's `process_identity` tags (host, pid, pidns, pid_start)."""
 
 
 def metric_key(name: str) -> str:
@@ -98,8 +112,10 @@ class TrainingRun:
         uri = config.registry.tracking_uri
         self.client = connect(config.registry)
         tags = lineage_tags(config, None, self.pipeline_run_id, self.tune_trial_id)
+        tags |= process_tags()
         name = self.run_name or f"{config.strategy.name}-{tags['ftpipe.config_hash'][:8]}"
         experiment = experiment_id(self.client, config.registry.experiment_name)
+        end_abandoned_runs(self.client, experiment, tags["ftpipe.config_hash"])
         with scoped_mlflow(uri):  # the system metrics monitor keeps the URI it starts with
             active = retry(
                 lambda: mlflow.start_run(
@@ -134,6 +150,39 @@ class TrainingRun:
             retry(lambda: self.client.set_terminated(self.run_id, status), "end the run")
         self._record(status)
         return False  # never swallow the training error
+
+    def end_child_runs(self, stops: Mapping[str, tuple[str, str]]) -> list[str]:
+        """End this run's children that trials left open, or that failed as Tune stopped them.
+
+        Tune ends a trial's process once it stops the trial (ASHA) or has its last result, so
+        the trial's run stays RUNNING, or ends FAILED when the stop interrupts it. Tune's own
+        verdict on the trial (`stops`) then says how the run ends.
+
+        Args:
+            stops: Tune trial id to (status, reason): the status (FINISHED, KILLED or FAILED)
+                and `ftpipe.stop_reason` its run ends with if it is RUNNING, or FAILED while
+                Tune saw no error. A RUNNING child of a trial not named here ends KILLED with
+                reason `trial_ended_without_closing_its_run`.
+
+        Returns:
+            The ids of the runs ended.
+        """
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        children = retry(
+            lambda: self.client.search_runs(
+                [experiment], f"tags.mlflow.parentRunId = '{self.run_id}'"
+            ),
+            "find the trial runs",
+        )
+        ended = []
+        for child in children:
+            trial, was = child.data.tags.get("ftpipe.tune_trial_id", ""), child.info.status
+            status, why = stops.get(trial, ("KILLED", "trial_ended_without_closing_its_run"))
+            if was == "RUNNING" or (was == "FAILED" and trial in stops and status != was):
+                _end(self.client, child.info.run_id, status, why)
+                log.info("Ended the run of trial %s as %s (%s)", trial, status, why)
+                ended.append(child.info.run_id)
+        return ended
 
     def log_history(self, entries: Iterable[Mapping[str, Any]]) -> None:
         """Log every evaluation of a training history at its own step."""
@@ -187,14 +236,57 @@ class TrainingRun:
     def _record(self, status: str) -> None:
         if self.record_dir is None:
             return
-        self.record_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "run_id": self.run_id,
             "status": status,
             "tracking_uri": self.config.registry.tracking_uri,
             "experiment_name": self.config.registry.experiment_name,
         }
-        (self.record_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        write_record(self.record_dir, record)
+
+
+def process_tags() -> dict[str, str]:
+    """This process as run tags (`ftpipe.host`, `ftpipe.pid`, ...); see `end_abandoned_runs`."""
+    return {_PROCESS + key: value for key, value in process_identity().items()}
+
+
+def end_abandoned_runs(client: MlflowClient, experiment: str, config_hash: str) -> list[str]:
+    """End as KILLED the RUNNING runs of a config whose process is gone from this host.
+
+    Args:
+        client: A client of the store.
+        experiment: The experiment id to search.
+        config_hash: The `ftpipe.config_hash` of the runs.
+
+    Returns:
+        The ids of the runs ended.
+    """
+    runs = retry(
+        lambda: client.search_runs(
+            [experiment],
+            f"tags.`ftpipe.config_hash` = '{config_hash}' AND attributes.status = 'RUNNING'",
+        ),
+        "find unfinished runs",
+    )
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        process = {k.removeprefix(_PROCESS): v for k, v in tags.items() if k.startswith(_PROCESS)}
+        if not process_gone(process):
+            continue
+        _end(client, run.info.run_id, "KILLED", "process_gone")
+        log.warning(
+            "Run %s of this config was left RUNNING by pid %s on %s, which is gone: ended it "
+            "as KILLED", run.info.run_id, process.get("pid"), process.get("host"),
+        )  # fmt: skip
+        ended.append(run.info.run_id)
+    return ended
+
+
+def _end(client: MlflowClient, run_id: str, status: str, why: str) -> None:
+    """End a run another process left open, saying why."""
+    retry(lambda: client.set_tag(run_id, STOP_REASON, why), "tag the run")
+    retry(lambda: client.set_terminated(run_id, status), "end the run")
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
@@ -211,12 +303,6 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
             client.log_artifacts(run_id, staging)
-
-
-def read_record(train_output_dir: str | Path) -> dict[str, Any] | None:
-    """The tracking.json a TrainingRun left in `train_output_dir`, if any."""
-    path = Path(train_output_dir) / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def run_status(registry: RegistryConfig, run_id: str) -> str | None:

@@ -33,6 +33,7 @@ from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import DataError, FtpipeError
 from ftpipe.tasks import PROB_PREFIX
 from ftpipe.tasks.classification_report import classification_report, confusion_png
+from ftpipe.train.outcome import read_record
 
 if TYPE_CHECKING:
     from ftpipe.train.predictor import Predictor
@@ -107,7 +108,7 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     import pyarrow.parquet as pq
 
     prep = PrepDir.open(prep_dir)
-    prep.task.require_serving("evaluate")
+    prep.task.serving("evaluate")
     names = prep.labels.names
     table = pq.read_table(prep.split_path("eval"), columns=None)
     texts = table.column("text").to_pylist()
@@ -248,7 +249,10 @@ def run(config: Config, model: str | None = None, run_id: str | None = None) -> 
 
     Raises:
         FtpipeError: If `run_id` is not a finished run.
+        ConfigError: If `data.output_dir` holds data prepared with other data keys (those
+            that only change token ids aside: the model re-tokenizes the held-out texts).
     """
+    PrepDir.check_config(config, "evaluate", tokenization=False)
     from ftpipe.registry.tracking import log_evaluation, run_status
     from ftpipe.registry.versions import tag_evaluation
     from ftpipe.stages.predict import resolve_model
@@ -281,7 +285,5 @@ def training_run(config: Config, model: str | None, run_id: str | None) -> str |
     """The training run of the model: explicit, or recorded beside the default export."""
     if run_id is not None or model is not None:
         return run_id
-    from ftpipe.registry.tracking import read_record
-
     record = read_record(config.train.output_dir)
     return record["run_id"] if record else None

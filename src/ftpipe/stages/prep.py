@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from ftpipe.config import Config
 from ftpipe.data.prep import PrepResult, run_prep
+from ftpipe.tasks import get_task
 
 
 def run(config: Config) -> PrepResult:
-    """Write `data.output_dir` (see `ftpipe.data.prep`) and return where, with its stats."""
+    """Write `data.output_dir` (see `ftpipe.data.prep`) and return where, with its stats.
+
+    The pipeline's first stage also checks the settings the task must honour later (the
+    checkpoint and promotion metrics), so a typo fails now rather than after training.
+    """
+    get_task(config.data.task).check_config(config)
     return run_prep(config)

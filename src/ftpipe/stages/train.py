@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from ftpipe.config import Config
+from ftpipe.data.prepared import PrepDir
 from ftpipe.registry.tracking import TrainingRun
 from ftpipe.strategies.recommend import resolve_auto
 from ftpipe.train.outcome import Outcome
@@ -35,7 +36,11 @@ def run(config: Config, no_ray: bool = False) -> TrainStageResult:
     Args:
         config: The run's config.
         no_ray: Run the training core in this process instead of on Ray Train workers.
+
+    Raises:
+        ConfigError: If `data.output_dir` holds data prepared with other data keys.
     """
+    PrepDir.check_config(config, "train")
     config = resolve_auto(config)
     started = time.perf_counter()
     with TrainingRun(config) as tracked:

@@ -4,7 +4,7 @@ A new task is one module here (a `Task` subclass) plus its entry in `TASKS`, and
 """
 
 from ftpipe.errors import ConfigError
-from ftpipe.tasks.base import SAFE_LOADING, Evaluator, Task, pad_rows
+from ftpipe.tasks.base import SAFE_LOADING, Evaluator, RowView, ServingTask, Task, pad_rows
 from ftpipe.tasks.causal_lm import CausalLM
 from ftpipe.tasks.labels import LabelMap
 from ftpipe.tasks.sequence_classification import PROB_PREFIX, SequenceClassification
@@ -35,6 +35,8 @@ __all__ = [
     "TASKS",
     "Evaluator",
     "LabelMap",
+    "RowView",
+    "ServingTask",
     "Task",
     "get_task",
     "pad_rows",

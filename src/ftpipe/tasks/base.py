@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from ftpipe.config.schema import Config
 from ftpipe.errors import ConfigError, FtpipeError
 from ftpipe.tasks.labels import LabelMap
 
@@ -54,6 +56,29 @@ class Evaluator(Protocol):
         """The metrics over every rank's rows (a collective: every rank calls it)."""
 
 
+@dataclass(frozen=True)
+class RowView:
+    """One input row's content as validation sees it.
+
+    Attributes:
+        where: The row's location, for messages (`file.csv row 12`).
+        text: The text.
+        second: The second text (a pair's, or a completion), or None when there is none.
+        label: The label's name; None when missing, "" for tasks without labels.
+        columns: The columns read, in order: text, then the second text's, then the label's.
+    """
+
+    where: str
+    text: str
+    second: str | None
+    label: str | None
+    columns: tuple[str, ...]
+
+
+Problem = tuple[str, str]
+"""A row's problem: (kind, one sentence naming the row)."""
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token rows to the longest: (ids, attention mask), the layout training uses."""
     width = max(len(row) for row in rows)
@@ -79,7 +104,6 @@ class Task(ABC):
         metrics: Every metric the task reports, and whether higher is better.
         default_metric: What `train.metric=auto` selects checkpoints by.
         counts_tokens: The progress log reports tokens/s (targets are tokens, not rows).
-        serves: Evaluate, register and predict serve this task's models.
     """
 
     name: ClassVar[str]
@@ -91,7 +115,6 @@ class Task(ABC):
     metrics: ClassVar[dict[str, bool]]
     default_metric: ClassVar[str]
     counts_tokens: ClassVar[bool] = False
-    serves: ClassVar[bool] = True
 
     def resolve_metric(self, metric: str) -> tuple[str, bool]:
         """The checkpoint-selection metric for `train.metric`, and whether higher is better.
@@ -119,6 +142,20 @@ class Task(ABC):
         """Keyword arguments that size the model's head (none by default)."""
         return {}
 
+    def row_problem(self, row: RowView, known: set[str] | None, known_from: str) -> Problem | None:
+        """The first problem with a row's content, or None (format errors are checked before).
+
+        Args:
+            row: The row.
+            known: Labels a row may have, or None for any.
+            known_from: Where `known` came from, for messages.
+        """
+        if not row.text.strip():
+            return "empty_text", f"{row.where}: text in {row.columns[0]!r} is empty"
+        if row.second is not None and not row.second.strip():
+            return "empty_text", f"{row.where}: text in {row.columns[1]!r} is empty"
+        return None
+
     @abstractmethod
     def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
         """Per-row columns prep writes after `input_ids`, by name."""
@@ -131,21 +168,68 @@ class Task(ABC):
     def evaluator(self, rows: Rows, labels: LabelMap | None) -> Evaluator:
         """A fresh evaluator over the eval rows."""
 
-    def require_serving(self, what: str) -> None:
-        """Refuse `what` (evaluate, predict, register) where the task cannot serve yet."""
-        if not self.serves:
-            raise FtpipeError(
-                f"{what} needs a classification model, and this one was trained for "
-                f"data.task={self.name}: evaluation, registration and serving of {self.name} "
-                "models are not available yet."
+    def serving(self, what: str) -> ServingTask:
+        """This task as one whose models are served, or an error saying `what` cannot be done.
+
+        Args:
+            what: The stage that needs a served model (evaluate, register, promote, predict).
+
+        Raises:
+            FtpipeError: If the task's models cannot be evaluated, registered or served yet.
+        """
+        if isinstance(self, ServingTask):
+            return self
+        raise FtpipeError(
+            f"{what} needs a model whose task serves predictions, and this one was trained "
+            f"for data.task={self.name}: evaluation, registration and serving of {self.name} "
+            "models are not available yet."
+        )
+
+    def check_config(self, config: Config) -> None:
+        """Fail early on settings this task cannot honour (today: `train.metric`).
+
+        Raises:
+            ConfigError: Naming the key and the values the task accepts.
+        """
+        self.resolve_metric(config.train.metric)
+
+
+class ServingTask(Task):
+    """A task whose models are evaluated, registered, promoted and served.
+
+    Attributes:
+        gate_metrics: What `promote.metric` may name: metrics the promotion gate computes from
+            the served predictions on the held-out set. Higher is better for each.
+    """
+
+    gate_metrics: ClassVar[tuple[str, ...]]
+
+    def gate_metric(self, metric: str) -> str:
+        """`metric` if the promotion gate can compare this task's models by it.
+
+        Raises:
+            ConfigError: If the gate cannot compare by it.
+        """
+        if metric not in self.gate_metrics:
+            raise ConfigError(
+                f"promote.metric={metric} cannot decide promotions for data.task={self.name}; "
+                f"use one of {', '.join(self.gate_metrics)}."
             )
+        return metric
 
+    def check_config(self, config: Config) -> None:
+        """Also check `promote.metric`, so a typo fails before training, not after it."""
+        super().check_config(config)
+        self.gate_metric(config.promote.metric)
+
+    @abstractmethod
     def predictions(self, probabilities: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
-        """What predict returns per row (tasks that serve override this)."""
-        self.require_serving("predict")
-        raise NotImplementedError(self.name)
+        """What predict returns per row."""
 
+    @abstractmethod
     def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
-        """The served model's input and output columns, name -> type (tasks that serve)."""
-        self.require_serving("register")
-        raise NotImplementedError(self.name)
+        """The served model's input and output columns, name -> type."""
+
+    @abstractmethod
+    def report_rows(self, metrics: dict[str, float], names: Sequence[str]) -> list[list[str]]:
+        """The task's section of the evaluation report, one table row per line."""

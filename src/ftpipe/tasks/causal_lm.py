@@ -78,7 +78,6 @@ class CausalLM(Task):
     metrics: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False}
     default_metric: ClassVar[str] = "loss"
     counts_tokens: ClassVar[bool] = True
-    serves: ClassVar[bool] = False
 
     def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
         """Where each row's completion starts: everything before it is prompt, not target.

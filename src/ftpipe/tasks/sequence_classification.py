@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens
+from ftpipe.tasks.base import Evaluator, Problem, Rows, RowView, ServingTask, Tokens
 from ftpipe.tasks.labels import LabelMap
 
 PROB_PREFIX = "prob_"
@@ -67,7 +67,7 @@ class _LogitsEvaluator:
         return classification_metrics(ordered, self.labels, self.names)
 
 
-class SequenceClassification(Task):
+class SequenceClassification(ServingTask):
     """Sentence (or sentence-pair) classification."""
 
     name: ClassVar[str] = "sequence-classification"
@@ -78,6 +78,7 @@ class SequenceClassification(Task):
     second_text_key: ClassVar[str] = "text_pair_column"
     metrics: ClassVar[dict[str, bool]] = {"accuracy": True, "macro_f1": True, "loss": False}
     default_metric: ClassVar[str] = "macro_f1"
+    gate_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
 
     def head_kwargs(self, labels: LabelMap | None) -> dict[str, Any]:
         """A head with one output per class, named by the label map.
@@ -87,6 +88,21 @@ class SequenceClassification(Task):
         if labels is None:
             return {}
         return {"num_labels": len(labels.names), **labels.to_json()}
+
+    def row_problem(self, row: RowView, known: set[str] | None, known_from: str) -> Problem | None:
+        """Empty texts, then a missing label or one outside the known set."""
+        problem = super().row_problem(row, known, known_from)
+        if problem is not None:
+            return problem
+        if row.label is None:
+            return "null_label", f"{row.where}: label in {row.columns[-1]!r} is missing"
+        if known is not None and row.label not in known:
+            allowed = ", ".join(sorted(known))
+            return (
+                "unknown_label",
+                f"{row.where}: label {row.label!r} is not one of {allowed} ({known_from})",
+            )
+        return None
 
     def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
         """Token types of pairs (which text each token belongs to)."""

@@ -161,14 +161,13 @@ def write_export(
     return directory
 
 
-def load_export(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Load an export for inference: (model in eval mode, tokenizer, manifest).
+def load_export(export: Export) -> tuple[nn.Module, Any]:
+    """Load an export (`Export.open(directory)`) for inference: (model in eval mode, tokenizer).
 
     The model's forward takes tokenizer output and returns an object with `.logits`.
     """
     from transformers import AutoModel, AutoTokenizer
 
-    export = Export.open(directory)
     directory, manifest = export.directory, export.manifest
     if manifest["kind"] == "pooled-classifier":
         backbone = AutoModel.from_pretrained(directory, **SAFE_LOADING)
@@ -186,7 +185,7 @@ def load_export(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     else:
         model = export.task.load_model(str(directory), None)
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
-    return model.eval(), tokenizer, manifest
+    return model.eval(), tokenizer
 
 
 @torch.no_grad()
@@ -219,8 +218,8 @@ def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]
             'head = load_file("DIR/head.safetensors")  # weight [classes, hidden], bias\n'
             f"# logits = {manifest.get('pooling')}-pool(backbone(**inputs).last_hidden_state) "
             "@ head['weight'].T + head['bias']\n"
-            "# or: from ftpipe.train.export import load_export; model, tok, _ = "
-            'load_export("DIR")'
+            "# or: from ftpipe.train.export import Export, load_export; model, tok = "
+            'load_export(Export.open("DIR"))'
         ),
     }[manifest["kind"]]
     scores = "\n".join(

@@ -10,6 +10,9 @@ from typing import Any
 
 from ftpipe.errors import FtpipeError
 
+RECORD = "tracking.json"
+"""File in `train.output_dir` naming the MLflow run that trained the model beside it."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -54,3 +57,18 @@ def finish(
     outcome = Outcome(str(target), str(best_checkpoint), metrics, final_metrics, history or [])
     (output_dir / "result.json").write_text(json.dumps(asdict(outcome), indent=2) + "\n")
     return outcome
+
+
+def write_record(train_output_dir: Path, record: dict[str, Any]) -> None:
+    """Write the tracking record (run id, status, tracking URI) beside the export."""
+    train_output_dir.mkdir(parents=True, exist_ok=True)
+    (train_output_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_record(train_output_dir: str | Path) -> dict[str, Any] | None:
+    """The tracking record a training run left in `train_output_dir`, if any.
+
+    Plain JSON, so readers (a KFP component, evaluate) need no tracking client to find the run.
+    """
+    path = Path(train_output_dir) / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ftpipe.errors import FtpipeError
-from ftpipe.tasks import Task, pad_rows
+from ftpipe.tasks import ServingTask, pad_rows
 from ftpipe.train.export import Export, load_export
 
 
@@ -26,7 +26,7 @@ class Predictor:
 
     model: Any
     tokenizer: Any
-    task: Task
+    task: ServingTask
     names: tuple[str, ...]
     max_length: int
     pad_id: int
@@ -52,18 +52,18 @@ class Predictor:
             FtpipeError: If the directory is not an export, or its task cannot be served.
         """
         export = Export.open(directory)
-        export.task.require_serving(what)
-        model, tokenizer, _ = load_export(export.directory)
+        task = export.task.serving(what)
+        model, tokenizer = load_export(export)
         model_config = getattr(model, "config", None) or model.backbone.config
         data = export.config.data
         return cls(
             model=model,
             tokenizer=tokenizer,
-            task=export.task,
+            task=task,
             names=export.labels.names if export.labels is not None else (),
             max_length=data.max_length,
             pad_id=getattr(model_config, "pad_token_id", None) or 0,
-            pairs=getattr(data, export.task.second_text_key) is not None,
+            pairs=getattr(data, task.second_text_key) is not None,
             export=export,
             batch_size=batch_size,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,7 +31,7 @@ from ftpipe.config.schema import canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import FtpipeError
 from ftpipe.train.outcome import Outcome, finish
-from ftpipe.tune.report import trial_rows, write_plots, write_results
+from ftpipe.tune.report import stop_reason, trial_rows, write_plots, write_results
 from ftpipe.tune.space import parse_space
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,11 @@ Track = Callable[..., AbstractContextManager[Any]]
 """Opens the tracking run around the sweep and each trial (the stage passes
 `ftpipe.registry.tracking.TrainingRun`): called with a config and the keywords `run_name`,
 `record_dir`, `parent_run_id` or `tune_trial_id`; what it yields has `run_id`,
-`log_history(entries)` and `log_artifact(path, directory)`."""
+`log_history(entries)`, `log_artifact(path, directory)` and `end_child_runs(stops)` (trial id
+to the (status, stop reason) its run, if still open, ends with)."""
+
+EARLY_STOPPED = "early_stopped_by_scheduler"
+"""Stop reason of a trial ASHA stopped (its run ends KILLED)."""
 
 
 def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcome:
@@ -92,7 +97,7 @@ def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcom
     # The sweep is one MLflow run; each trial a run nested under it.
     with track(base, run_name=name, record_dir=storage) as sweep_run:
         outcome = _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
-                         (track, sweep_run.run_id), resume)  # fmt: skip
+                         (track, sweep_run), resume)  # fmt: skip
         for path in (outcome.results, outcome.best_config, directory / "best.json",
                      directory / "metric_vs_lr.png", directory / "trials.png"):  # fmt: skip
             sweep_run.log_artifact(path, "sweep")
@@ -105,7 +110,8 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     from ray.tune import RunConfig, TuneConfig, Tuner
 
     directory = storage / name
-    track, parent_run_id = parent
+    track, sweep_run = parent
+    parent_run_id = sweep_run.run_id
     trainable = tune.with_parameters(
         _trial, base=base_raw, directory=str(directory), track=track, parent_run_id=parent_run_id
     )
@@ -142,6 +148,9 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
             run_config=RunConfig(name=name, storage_path=str(storage)),
         )
     grid = tuner.fit()
+    # Tune ends a trial's process when ASHA stops it or its last result is in, often before
+    # the trial's own `with track(...)` closes: end those runs with Tune's verdict.
+    sweep_run.end_child_runs(_trial_stops(grid, metric, base_raw))
 
     try:
         best = grid.get_best_result(metric=metric, mode=mode, scope="all")
@@ -194,6 +203,26 @@ def _trial(
         result = trainer.fit()
         if result.metrics_dataframe is not None:
             run.log_history(result.metrics_dataframe.to_dict("records"))
+
+
+def _trial_stops(grid: Any, metric: str, base: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Each trial's id to the (status, stop reason) its run ends with if it is still open."""
+    stops = {}
+    for result in grid:
+        match = re.search(r"_([0-9a-f]+_\d{5})_", Path(result.path).name)
+        trial = (result.metrics or {}).get("trial_id") or (match.group(1) if match else None)
+        history = result.metrics_dataframe
+        if trial is None:
+            continue
+        if result.error is not None or history is None or metric not in history:
+            stops[str(trial)] = ("FAILED", "error")
+            continue
+        why = stop_reason(_trial_config(base, result.config or {}), history.iloc[-1])
+        stops[str(trial)] = {
+            "stopped by ASHA": ("KILLED", EARLY_STOPPED),
+            "early stop (train.patience)": ("FINISHED", "early_stopped_by_patience"),
+        }.get(why, ("FINISHED", "completed"))
+    return stops
 
 
 def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:

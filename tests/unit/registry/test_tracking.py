@@ -13,11 +13,12 @@ from mlflow import MlflowClient
 from ftpipe.config import config_hash
 from ftpipe.errors import FtpipeError
 from ftpipe.registry.client import scoped_mlflow
-from ftpipe.registry.tracking import TrainingRun, log_evaluation, read_record
+from ftpipe.registry.tracking import TrainingRun, log_evaluation
 from ftpipe.registry.versions import register
 from ftpipe.stages.evaluate import evaluate_model, load_heldout
 from ftpipe.stages.predict import resolve_model
 from ftpipe.train.local import train_local
+from ftpipe.train.outcome import read_record
 from ftpipe.train.predictor import Predictor
 from tests.helpers import train_config
 from tests.unit.registry.helpers import with_registry

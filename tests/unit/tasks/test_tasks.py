@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ftpipe.config.load import validate_config
 from ftpipe.config.schema import DataConfig
 from ftpipe.errors import ConfigError, FtpipeError
 from ftpipe.tasks import TASKS, LabelMap, get_task, pad_rows
@@ -110,6 +111,23 @@ def test_classification_serves_a_label_and_a_probability_per_class():
     assert list(frame.columns) == ["label", "prob_neg", "prob_pos"]
 
 
-def test_a_task_that_cannot_serve_yet_says_so_naming_the_task():
-    with pytest.raises(FtpipeError, match=r"data\.task=causal-lm"):
-        get_task("causal-lm").predictions(np.zeros((1, 1)), ())
+def test_a_task_that_cannot_serve_yet_says_so_naming_the_task_and_the_stage():
+    with pytest.raises(FtpipeError, match=r"^predict needs .* data\.task=causal-lm"):
+        get_task("causal-lm").serving("predict")
+    classifier = get_task("sequence-classification")
+    assert classifier.serving("predict") is classifier
+
+
+def test_the_task_decides_which_metrics_the_promotion_gate_may_compare():
+    classifier = get_task("sequence-classification").serving("promote")
+    assert classifier.gate_metric("accuracy") == "accuracy"
+    with pytest.raises(ConfigError, match=r"promote\.metric=loss .*macro_f1, accuracy"):
+        classifier.gate_metric("loss")
+
+
+def test_a_checkpoint_metric_the_task_does_not_report_fails_at_prep(tmp_path):
+    raw = {"data": {"train": str(tmp_path / "t.csv"), "task": "causal-lm"}}
+    get_task("causal-lm").check_config(validate_config(raw, "test"))  # train.metric=auto
+    raw["train"] = {"metric": "accuracy"}
+    with pytest.raises(ConfigError, match=r"train\.metric=accuracy .*data\.task=causal-lm"):
+        get_task("causal-lm").check_config(validate_config(raw, "test"))

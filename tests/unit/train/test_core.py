@@ -14,7 +14,7 @@ import torch
 from ftpipe.data.prepared import batches, load_prepared
 from ftpipe.errors import FtpipeError
 from ftpipe.tasks.sequence_classification import classification_metrics
-from ftpipe.train.export import load_export, predict_logits
+from ftpipe.train.export import Export, load_export, predict_logits
 from ftpipe.train.local import train_local
 from tests.helpers import REPO, train_config
 
@@ -22,7 +22,7 @@ from tests.helpers import REPO, train_config
 def export_metrics(model_dir: str, config) -> dict[str, float]:
     """Metrics of the exported model on the eval split, computed outside the training code."""
     data = load_prepared(config.data.output_dir)
-    model, _, _ = load_export(model_dir)
+    model, _ = load_export(Export.open(model_dir))
     split = data.splits["eval"]
     logits = [predict_logits(model, batch) for _, batch in batches(split, 7, 0)]
     return classification_metrics(torch.cat(logits).numpy(), split.labels, data.labels.names)

@@ -1,0 +1,288 @@
+"""Pass 1 of prep over one input: row checks batch by batch, keeping a compact row index.
+
+A `Scan` reads batches and keeps, per valid row, only its position in the input, its line (or
+row) number, its label id and a 16-byte blake2b digest of its (text, pair): about 40 bytes a
+row, whatever the texts' length. Duplicate, conflict and leakage checks compare those digests,
+not texts. Pass 2 (`ftpipe.data.shards`) reads the input again for the texts of the rows kept.
+The texts of the few rows an error message quotes are read again too, only when it fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ftpipe.config.schema import DataConfig
+from ftpipe.data.parse import Table
+from ftpipe.data.sources import no_rows
+from ftpipe.data.validate import (
+    Examples,
+    Tally,
+    enforce,
+    label_name,
+    refuse_label_variants,
+    resolve_column,
+    row_problems,
+    short,
+    text_value,
+)
+from ftpipe.tasks import get_task
+
+Reread = Callable[[], Iterable[Table]]
+"""Reads the input again from its start, batch by batch (for the texts a message quotes)."""
+
+
+def row_key(text: str, pair: str | None) -> bytes:
+    """16-byte blake2b digest identifying a row's content: its text, and its pair if any."""
+    data = text.encode("utf-8", "surrogatepass")
+    if pair is not None:  # length-prefixed, so ("ab", "c") and ("a", "bc") differ
+        data = len(data).to_bytes(8, "little") + data + pair.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class Index:
+    """The valid rows of one input, without their texts, with drop counts by kind.
+
+    Attributes:
+        source: The input as the user named it.
+        positions: Per row, its position among all rows the reader yields (int64).
+        numbers: Per row, its line (or row) number (int64).
+        labels: Per row, an id into `label_names` (int32).
+        label_names: The label of each id ("" for unlabelled tasks).
+        keys: Per row, `row_key` of its text and pair (16-byte strings).
+        groups: Per row, a small integer standing for its key within this input (int64):
+            equal keys, equal groups. Integers sort much faster than keys.
+        unit: "line" or "row", for locations.
+        text_column: The column the texts are in.
+        pair_column: The column the second texts are in, or None.
+        dropped: Rows dropped so far, by kind.
+    """
+
+    source: str
+    positions: np.ndarray
+    numbers: np.ndarray
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+    keys: np.ndarray
+    groups: np.ndarray
+    unit: str
+    text_column: str
+    pair_column: str | None
+    dropped: Counter[str]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def where(self, row: int) -> str:
+        """Where a row is in its input: "line 12" or "row 12"."""
+        return f"{self.unit} {self.numbers[row]}"
+
+    def label_counts(self) -> Counter[str]:
+        """Rows per label, for the labels that have rows."""
+        counts = np.bincount(self.labels, minlength=len(self.label_names))
+        return Counter({n: int(c) for n, c in zip(self.label_names, counts, strict=True) if c})
+
+    def encoded(self, label2id: dict[str, int]) -> np.ndarray:
+        """Each row's label id in a label map."""
+        ids = np.array([label2id.get(name, -1) for name in self.label_names], dtype=np.int64)
+        return ids[self.labels] if len(self.label_names) else np.zeros(0, dtype=np.int64)
+
+    def take(self, rows: np.ndarray, dropped: Counter[str]) -> Index:
+        """The rows at the given (ascending) indices, carrying the given drop counts."""
+        return replace(
+            self,
+            positions=self.positions[rows],
+            numbers=self.numbers[rows],
+            labels=self.labels[rows],
+            keys=self.keys[rows],
+            groups=self.groups[rows],
+            dropped=dropped,
+        )
+
+    def without(self, mask: np.ndarray, kind: str) -> Index:
+        """A copy without the rows where `mask` is true, counted as dropped of `kind`."""
+        dropped = self.dropped + Counter({kind: int(mask.sum())})
+        return self.take(np.flatnonzero(~mask), dropped)
+
+
+class Scan:
+    """Check an input's rows batch by batch (`add`), then as a whole (`finish`)."""
+
+    def __init__(
+        self, source: str, config: DataConfig, known_labels: list[str] | None, known_from: str
+    ) -> None:
+        self.source, self.config = source, config
+        self.known_labels, self.known_from = known_labels, known_from
+        task = get_task(config.task)
+        second = getattr(config, task.second_text_key)  # a pair's second text, or a completion
+        self.wanted = {"text": (config.text_column, "data.text_column")}
+        if second is not None:
+            self.wanted["pair"] = (second, f"data.{task.second_text_key}")
+        if task.labelled:
+            self.wanted["label"] = (config.label_column, "data.label_column")
+        self.resolved: dict[str, str | None] = dict.fromkeys(self.wanted)
+        self.names: dict[str, None] = {}
+        self.rows, self.unit = 0, "line"
+        self.positions, self.numbers, self.labels = array("q"), array("q"), array("i")
+        self.keys = bytearray()
+        self.label_ids: dict[str, int] = {}
+        self.problems, self.variants = Tally(), Tally()
+
+    def add(self, table: Table) -> None:
+        """Check one batch; keep its valid rows in the index."""
+        self.names.update(dict.fromkeys(table.columns))
+        self.rows += len(table)
+        self.unit = table.unit
+        used: dict[str, str] = {}
+        for role, (wanted, key) in self.wanted.items():
+            if self.resolved[role] is None:
+                self.resolved[role] = resolve_column(self.source, list(self.names), wanted, key)
+            used[role] = self.resolved[role] or str(wanted)  # unresolved: all missing for now
+        n = len(table)
+        columns = {name: table.columns.get(name, [None] * n) for name in used.values()}
+        batch = Examples(
+            source=self.source,
+            texts=[text_value(v) for v in columns[used["text"]]],
+            pairs=[text_value(v) for v in columns[used["pair"]]] if "pair" in used else None,
+            labels=[label_name(v) for v in columns[used["label"]]] if "label" in used else [""] * n,
+            locations=table.locations,
+        )
+        view = replace(table, columns=columns)
+        bad = set()
+        for problem in row_problems(
+            view, list(used.values()), batch, self.config, self.known_labels, self.known_from
+        ):
+            bad.add(problem.index)
+            tally = self.variants if problem.kind == "label_variant" else self.problems
+            tally.add(problem.kind, problem.reason)
+        pairs = batch.pairs
+        for i in range(n):
+            if i in bad:
+                continue
+            self.positions.append(table.start + i)
+            self.numbers.append(table.numbers[i])
+            name = batch.labels[i] or ""
+            self.labels.append(self.label_ids.setdefault(name, len(self.label_ids)))
+            self.keys += row_key(batch.texts[i], None if pairs is None else pairs[i])
+
+    def finish(self, reread: Reread) -> Index:
+        """Apply the whole-input checks and policies; return the valid rows.
+
+        Args:
+            reread: Reads the input again, for the texts an error message quotes.
+
+        Raises:
+            DataError: On an empty input, a missing column, a label variant, or invalid rows
+                under a `fail` policy.
+        """
+        if not self.rows:
+            raise no_rows(self.source)
+        for role, (wanted, key) in self.wanted.items():
+            if self.resolved[role] is None:
+                resolve_column(self.source, list(self.names), wanted, key, strict=True)
+        refuse_label_variants(self.source, self.variants, self.known_from)
+        policy = self.config.on_error
+        dropped = enforce(self.source, self.problems, policy, "data.on_error=drop")
+        keys = np.frombuffer(self.keys, dtype="S16")
+        index = Index(
+            source=self.source,
+            positions=np.frombuffer(self.positions, dtype=np.int64),
+            numbers=np.frombuffer(self.numbers, dtype=np.int64),
+            labels=np.frombuffer(self.labels, dtype=np.int32),
+            label_names=tuple(self.label_ids),
+            keys=keys,
+            groups=np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64),
+            unit=self.unit,
+            text_column=str(self.resolved["text"]),
+            pair_column=self.resolved.get("pair"),
+            dropped=dropped,
+        )
+        index = _drop_conflicts(index, policy, reread)
+        if self.config.duplicates != "keep":
+            index = _drop_duplicates(index, self.config.duplicates, reread)
+        return index
+
+
+def texts_at(index: Index, rows: list[int], reread: Reread) -> dict[int, str]:
+    """The texts of a few rows of the index (by row), read again from the input."""
+    wanted = {int(index.positions[row]): row for row in rows}
+    found: dict[int, str] = {}
+    for table in reread():
+        column = table.columns.get(index.text_column, [])
+        for position in range(table.start, table.start + len(table)):
+            if position in wanted:
+                found[wanted[position]] = text_value(column[position - table.start])
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _drop_conflicts(index: Index, policy: str, reread: Reread) -> Index:
+    """Every row of a text that appears with more than one label."""
+    if not len(index):
+        return index
+    group = index.groups
+    width = max(len(index.label_names), 1)
+    distinct = np.unique(group.astype(np.int64) * width + index.labels) // width
+    mask = np.bincount(distinct, minlength=int(group.max()) + 1)[group] > 1
+    if not mask.any():
+        return index
+    tally = Tally(kinds=Counter({"conflicting_label": int(mask.sum())}))
+    if policy == "fail":
+        rows = np.flatnonzero(mask)[: Tally.LISTED].tolist()
+        texts = texts_at(index, rows, reread)
+        for row in rows:
+            names = sorted({index.label_names[i] for i in index.labels[group == group[row]]})
+            tally.first.append(
+                f"{index.where(row)}: text {short(texts.get(row, ''))} has conflicting labels "
+                f"({', '.join(names)}; label here {index.label_names[index.labels[row]]!r})"
+            )
+    enforce(index.source, tally, policy, "data.on_error=drop")
+    return index.without(mask, "conflicting_label")
+
+
+def _drop_duplicates(index: Index, policy: str, reread: Reread) -> Index:
+    """Every repeat of an earlier row with the same text (and so, by now, the same label)."""
+    if not len(index):
+        return index
+    _, first, group = np.unique(index.groups, return_index=True, return_inverse=True)
+    earlier = first[group.reshape(-1)]
+    mask = earlier != np.arange(len(index))
+    if not mask.any():
+        return index
+    tally = Tally(kinds=Counter({"duplicate": int(mask.sum())}))
+    if policy == "fail":
+        rows = np.flatnonzero(mask)[: Tally.LISTED].tolist()
+        texts = texts_at(index, rows, reread)
+        tally.first = [
+            f"{index.where(row)}: exact duplicate of {index.where(earlier[row])} "
+            f"({short(texts.get(row, ''))})"
+            for row in rows
+        ]
+    enforce(index.source, tally, policy, "data.duplicates=drop")
+    return index.without(mask, "duplicate")
+
+
+def drop_leakage(train: Index, held_out: Index, policy: str) -> Index:
+    """Remove (or fail on) training rows whose text also appears in the eval set.
+
+    Leakage inflates eval metrics, so train loses the rows and eval keeps them.
+    """
+    mask = np.isin(train.keys, held_out.keys)
+    if not mask.any():
+        return train
+    tally = Tally(kinds=Counter({"leakage": int(mask.sum())}))
+    for row in np.flatnonzero(mask)[: Tally.LISTED].tolist():
+        match = int(np.flatnonzero(held_out.keys == train.keys[row])[-1])
+        tally.first.append(
+            f"{train.where(row)}: the same text is in the eval set ({held_out.source} "
+            f"{held_out.where(match)}), which would inflate eval metrics"
+        )
+    enforce(train.source, tally, policy, "data.on_error=drop")
+    return train.without(mask, "leakage")
