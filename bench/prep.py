@@ -39,6 +39,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from report import hardware_summary, write_section
+from words import WORDS
 
 from ftpipe.config import load_config
 from ftpipe.data import run_prep
@@ -67,49 +68,6 @@ print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                   "base_kib": base, "seconds": seconds, "rows": rows, "code": ftpipe.__file__}))
 """
 """Runs prep on the config given as JSON; prints peak and import RSS (KiB), seconds, rows."""
-
-WORDS = [
-    "the",
-    "a",
-    "my",
-    "order",
-    "is",
-    "late",
-    "refund",
-    "please",
-    "card",
-    "was",
-    "charged",
-    "twice",
-    "hello",
-    "help",
-    "login",
-    "password",
-    "reset",
-    "app",
-    "crash",
-    "good",
-    "bad",
-    "movie",
-    "film",
-    "great",
-    "terrible",
-    "plot",
-    "acting",
-    "story",
-    "slow",
-    "fun",
-    "boring",
-    "wonderful",
-    "awful",
-    "scene",
-    "actor",
-    "director",
-    "music",
-    "script",
-    "ending",
-    "brilliant",
-]
 
 
 def interleaved_times(

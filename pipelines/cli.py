@@ -20,7 +20,8 @@ import typer
 import yaml
 
 from ftpipe.cli.common import ConfigOption, Overrides, out
-from ftpipe.config import Config, config_hash, load_config
+from ftpipe.config import Config, config_hash
+from ftpipe.stages import load_checked_config
 
 Host = Annotated[
     str,
@@ -67,7 +68,7 @@ def run(config: ConfigOption, overrides: Overrides = None) -> None:
     """Run the whole pipeline on this machine: the KFP local runner, local Ray, MLflow."""
     from pipelines.local import run_local
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     started = time.perf_counter()
     summary = run_local(cfg)
     minutes, seconds = divmod(time.perf_counter() - started, 60)
@@ -86,7 +87,7 @@ def compile_command(
     """Compile the pipeline (images and pod settings from the config's `pipeline` section)."""
     from pipelines.finetune import compile_pipeline
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     out.print(f"Wrote {compile_pipeline(cfg, output)}")
 
 
@@ -134,7 +135,7 @@ def submit(
     """Compile the pipeline and start one run of it on a Kubeflow Pipelines endpoint."""
     from pipelines.remote import submit as submit_run
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     with _compiled(cfg, ray_address, mlflow_uri) as package:
         run_name = f"{package.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         started = submit_run(host, package.path, package.arguments, experiment, run_name)
@@ -158,7 +159,7 @@ def schedule(
     """Create a recurring run of the pipeline on a Kubeflow Pipelines endpoint."""
     from pipelines.remote import schedule as schedule_runs
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     with _compiled(cfg, ray_address, mlflow_uri) as package:
         created = schedule_runs(
             host, package.path, package.arguments, cron, experiment, package.name

@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from ftpipe.artifacts import is_uri, localize, publish
-from ftpipe.config import Config, load_config
+from ftpipe.config import Config
 from ftpipe.config.load import validate_config
+from ftpipe.stages import check_config, load_checked_config, stage_run
 
 SPEC = "stage.json"
 CONFIG = "config.yaml"
@@ -59,8 +60,10 @@ def config_text(config: str) -> str:
 
 
 def load_stage_config(config: str) -> Config:
-    """The validated config of a stage (YAML text or a path)."""
-    return validate_config(yaml.safe_load(config_text(config)), "the pipeline's config")
+    """The validated config of a stage (YAML text or a path), checked by its task."""
+    return check_config(
+        validate_config(yaml.safe_load(config_text(config)), "the pipeline's config")
+    )
 
 
 def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
@@ -95,8 +98,6 @@ def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
 
 def execute(spec: Path) -> None:
     """Run the stage described in `spec` (beside its config); publish outputs that are URIs."""
-    from ftpipe.stages import stage_run
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # unless a caller set it up
     stage = json.loads(spec.read_text())
     with tempfile.TemporaryDirectory(prefix="ftpipe-outputs-") as scratch:
@@ -105,7 +106,7 @@ def execute(spec: Path) -> None:
             for key, target in stage["outputs"].items()
         }
         artifacts = [f"{key}={value}" for key, value in {**stage["inputs"], **local}.items()]
-        config = load_config(spec.with_name(CONFIG), [*stage["overrides"], *artifacts])
+        config = load_checked_config(spec.with_name(CONFIG), [*stage["overrides"], *artifacts])
         stage_run(stage["command"])(config, **stage["arguments"])
         for key, target in stage["outputs"].items():
             if is_uri(target):

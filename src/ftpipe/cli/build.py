@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ftpipe.cli.common import ConfigOption, Overrides, app, config_app, out
 from ftpipe.config import Config, config_hash, load_config
+from ftpipe.stages import load_checked_config
 
 
 @app.command()
@@ -21,7 +22,7 @@ def prep(config: ConfigOption, overrides: Overrides = None) -> None:
     # Imported here so `ftpipe config ...` starts without loading tokenizers and pyarrow.
     from ftpipe.stages import prep as stage
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     started = time.perf_counter()
     result = stage.run(cfg)
     _print_stats(result.stats)
@@ -36,7 +37,7 @@ def recommend(config: ConfigOption, overrides: Overrides = None) -> None:
     """Measure data size and similarity; recommend a strategy, lr ranges and a search space."""
     from ftpipe.stages import recommend as stage
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     result = stage.run(cfg)
     out.print(result.text(), end="")
     out.print(f"Wrote {Path(cfg.recommend.output_dir) / 'recommendation.json'}")
@@ -58,7 +59,7 @@ def train(
     """Fine-tune with the configured strategy on Ray Train + DeepSpeed; export the best model."""
     from ftpipe.stages import train as stage
 
-    result = stage.run(load_config(config, overrides or []), no_ray=no_ray)
+    result = stage.run(load_checked_config(config, overrides or []), no_ray=no_ray)
     outcome, cfg = result.outcome, result.config
     best = outcome.metrics
     scores = ", ".join(f"{k} {best[k]:.4f}" for k in ("accuracy", "macro_f1", "loss") if k in best)
@@ -82,7 +83,7 @@ def tune(
     """Sweep learning rate, freeze depth and strategy with Ray Tune; one Ray Train run per trial."""
     from ftpipe.stages import tune as stage
 
-    outcome = stage.run(load_config(config, overrides or []), resume=resume)
+    outcome = stage.run(load_checked_config(config, overrides or []), resume=resume)
     best = outcome.best_metrics[outcome.metric]
     out.print(f"Best {outcome.metric}: {best:.4f} (checkpoint {outcome.best_checkpoint})")
     out.print(f"Best config: {outcome.best_config}  (ftpipe train -c {outcome.best_config})")

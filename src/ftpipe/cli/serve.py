@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ftpipe.cli.common import ConfigOption, Overrides, app, out
-from ftpipe.config import load_config
+from ftpipe.stages import load_checked_config
 
 ModelRef = Annotated[
     str | None,
@@ -40,7 +40,7 @@ def evaluate(
     """Score a model on the held-out split: per-class metrics, calibration, confusion matrix."""
     from ftpipe.stages import evaluate as stage
 
-    result = stage.run(load_config(config, overrides or []), model, run_id)
+    result = stage.run(load_checked_config(config, overrides or []), model, run_id)
     evaluation, ref, version = result.evaluation, result.ref, result.version
     m = evaluation.metrics
     table = Table(title=f"evaluate: {ref} on {evaluation.rows:,} held-out rows")
@@ -95,7 +95,9 @@ def register(
     """
     from ftpipe.stages import register as stage
 
-    result = stage.run(load_config(config, overrides or []), model, run_id, evaluation, output)
+    result = stage.run(
+        load_checked_config(config, overrides or []), model, run_id, evaluation, output
+    )
     version = result.version
     how = "Already registered as" if result.reused else "Registered"
     out.print(
@@ -135,7 +137,7 @@ def promote(
     """Make the challenger `champion` only if the promotion gate shows it is better."""
     from ftpipe.stages import promote as stage
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_checked_config(config, overrides or [])
     result = stage.run(cfg, version, dry_run=dry_run, output=output)
     decision = result.decision
     if decision is None:

@@ -94,9 +94,11 @@ class TrainConfig(Section):
     """Evaluate and checkpoint every N optimizer steps, and always at each epoch end;
     0 only at epoch ends."""
 
-    metric: Literal["auto", "accuracy", "macro_f1", "loss", "perplexity"] = "auto"
-    """Metric for early stopping and the best checkpoint: `auto` is macro_f1 for
-    classification and loss for language modelling."""
+    metric: str = "auto"
+    """Metric for early stopping and the best checkpoint: one the task reports (accuracy,
+    macro_f1 or loss for sequence-classification; loss or perplexity for causal-lm), or `auto`:
+    macro_f1 for classification, loss for language modelling. The task of `data.task` checks it
+    when a command loads the config (`Task.check_config`)."""
 
     patience: int | None = Field(default=None, ge=1)
     """Stop after this many evaluations without improvement; null never stops early."""
@@ -330,8 +332,10 @@ class PromoteConfig(Section):
     metric must reach `floor`.
     """
 
-    metric: Literal["accuracy", "macro_f1"] = "macro_f1"
-    """The metric the challenger must improve."""
+    metric: str = "macro_f1"
+    """The metric the challenger must improve: one the task's promotion gate compares
+    (macro_f1 or accuracy for sequence-classification). The task of `data.task` checks it when
+    a command loads the config (`Task.check_config`)."""
 
     margin: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Smallest improvement that counts: the interval's lower bound must exceed it."""

@@ -32,7 +32,9 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 BINARY_PROBE = 8192
 """Bytes at the start of a text input (after decompression) checked for NUL bytes."""
-READ_ERRORS = (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError)
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+"""What decompressors raise for data cut short, corrupt, or not compressed at all."""
+READ_ERRORS = (OSError, ValueError, *DECOMPRESSION_ERRORS)
 """What file systems and decompressors raise for a file they cannot read to its end."""
 
 
@@ -97,25 +99,6 @@ class Stream:
             n = len(next(iter(columns.values()), []))
             numbers = list(range(start + 1, start + n + 1))
             yield Table(self.source, columns, numbers, [None] * n, "", "row", start)
-
-
-def read_table(source: str, config: DataConfig) -> Table:
-    """Read one input named by `data.train` or `data.eval` whole (small inputs and tests).
-
-    Raises:
-        DataError: If the input is missing, unreadable, empty, or of an unknown format.
-    """
-    stream = Stream(source, config)
-    batches = list(stream.batches())
-    if not sum(map(len, batches)):
-        raise no_rows(source)
-    names = list(dict.fromkeys(name for batch in batches for name in batch.columns))
-    columns = {
-        name: [v for b in batches for v in b.columns.get(name, [None] * len(b))] for name in names
-    }
-    numbers = [n for b in batches for n in b.numbers]
-    errors = [e for b in batches for e in b.errors]
-    return Table(source, columns, numbers, errors, stream.digest, batches[0].unit)
 
 
 def no_rows(source: str) -> DataError:
@@ -219,19 +202,24 @@ class _HashingReader(io.RawIOBase):
         return self.sha256.hexdigest()
 
 
-def unreadable(source: str, exc: BaseException) -> DataError:
+def unreadable(
+    source: str, exc: BaseException, named_by: str = "data.train / data.eval"
+) -> DataError:
     """The one-paragraph error for an input that fails while being opened or read.
+
+    Prep's readers and `ftpipe predict` both word their read failures here.
 
     Args:
         source: The input as the user named it.
         exc: What the file system or decompressor raised.
+        named_by: The config keys or option that name the input, for the fix.
     """
     why = reason(exc)
     if isinstance(exc, EOFError):
         return DataError(
             f"{source} is truncated: it ends before the end of its compressed data ({why}). The "
             "file was probably cut short by an interrupted download or copy; fetch or copy it "
-            "again, or decompress it and point data.train / data.eval at the result."
+            f"again, or decompress it and point {named_by} at the result."
         )
     if isinstance(exc, gzip.BadGzipFile) or "not a gzipped file" in why.lower():
         return DataError(

@@ -7,7 +7,7 @@ because they are common in real data and harmless to drop.
 
 The per-row checks run batch by batch during prep's first pass (`ftpipe.data.scan`), which
 also runs the whole-input checks (conflicting labels, duplicates, leakage) on digests of the
-texts; `validate_table` runs both on one table held in memory.
+texts.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ftpipe.config.schema import DataConfig
 from ftpipe.data.sources import Table
 from ftpipe.errors import DataError
 from ftpipe.tasks import RowView, get_task
+
+if TYPE_CHECKING:  # the scan builds on this module's row checks
+    from ftpipe.data.scan import Index
 
 MAX_LISTED = 8
 """How many problems an error message lists before it says 'and N more'."""
@@ -43,21 +46,13 @@ class Problem:
 
 @dataclass(frozen=True)
 class Examples:
-    """Validated rows of one input, column-wise, with how many rows were dropped and why."""
+    """One batch of an input's rows as the row checks read them, column-wise."""
 
     source: str
     texts: list[str]
     pairs: list[str] | None
     labels: list[str]
     locations: list[str]
-    dropped: Counter[str] = field(default_factory=Counter)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def label_counts(self) -> Counter[str]:
-        """Rows per label."""
-        return Counter(self.labels)
 
 
 class Tally:
@@ -98,50 +93,18 @@ def enforce(source: str, tally: Tally, policy: str, fix: str) -> Counter[str]:
     return Counter(tally.kinds)
 
 
-def validate_table(
-    table: Table, config: DataConfig, known_labels: list[str] | None, known_from: str = ""
-) -> Examples:
-    """Check each row of a table and apply the invalid-row and duplicate policies.
-
-    Args:
-        table: The rows as read.
-        config: The data section (columns, limits, policies).
-        known_labels: Labels a row may have (the declared set, or for eval the training set);
-            None accepts any label.
-        known_from: Where `known_labels` came from, for messages.
-
-    Returns:
-        The examples that passed, with drop counts by kind.
+def check_trainable(rows: Index) -> None:
+    """Fail if fewer than two classes are left to train on in a scan's valid rows.
 
     Raises:
-        DataError: On a missing column, or on invalid rows under `on_error=fail`.
+        DataError: If the rows hold fewer than two labels.
     """
-    from ftpipe.data.scan import Scan  # the scan builds on this module's row checks
-
-    scan = Scan(table.source, config, known_labels, known_from)
-    scan.add(table)
-    index = scan.finish(lambda: [table])
-    texts = table.columns[index.text_column]
-    pairs = table.columns[index.pair_column] if index.pair_column is not None else None
-    rows = index.positions.tolist()
-    return Examples(
-        source=table.source,
-        texts=[text_value(texts[i]) for i in rows],
-        pairs=None if pairs is None else [text_value(pairs[i]) for i in rows],
-        labels=[index.label_names[i] for i in index.labels.tolist()],
-        locations=[index.where(i) for i in range(len(rows))],
-        dropped=index.dropped,
-    )
-
-
-def check_trainable(examples: Any) -> None:
-    """Fail if fewer than two classes are left to train on (`Examples` or a scan's `Index`)."""
-    classes = sorted(examples.label_counts())
+    classes = sorted(rows.label_counts())
     if len(classes) < 2:
         found = f"only the label {classes[0]!r}" if classes else "no rows"
         raise DataError(
-            f"{examples.source} has {found} left after validation (dropped: "
-            f"{format_counts(examples.dropped) or 'none'}), but a classifier needs at least two "
+            f"{rows.source} has {found} left after validation (dropped: "
+            f"{format_counts(rows.dropped) or 'none'}), but a classifier needs at least two "
             "classes. Check data.label_column, or add examples of the other classes."
         )
 

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftpipe.data.sources import DECOMPRESSION_ERRORS, unreadable
 from ftpipe.errors import DataError, FtpipeError, reason
 from ftpipe.train.predictor import Predictor
 
@@ -138,11 +138,8 @@ def read_chunks(
     """
     try:
         yield from _chunks(path, columns, chunk_rows or CHUNK_ROWS)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(
-            f"--input {path} is truncated or corrupt ({reason(exc)}): re-create or "
-            "re-download it, and check it with `gzip -t` if it is gzipped."
-        ) from None
+    except DECOMPRESSION_ERRORS as exc:  # worded as prep words them
+        raise unreadable(f"--input {path}", exc, named_by="--input") from None
     except UnicodeDecodeError as exc:
         raise DataError(
             f"--input {path} is not UTF-8 text ({reason(exc)}): re-encode it as UTF-8."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ftpipe.config import Config
 from ftpipe.data.prep import PrepResult, run_prep
-from ftpipe.tasks import get_task
+from ftpipe.stages import check_config
 
 
 def run(config: Config) -> PrepResult:
@@ -13,5 +13,4 @@ def run(config: Config) -> PrepResult:
     The pipeline's first stage also checks the settings the task must honour later (the
     checkpoint and promotion metrics), so a typo fails now rather than after training.
     """
-    get_task(config.data.task).check_config(config)
-    return run_prep(config)
+    return run_prep(check_config(config))

@@ -48,6 +48,14 @@ def test_bad_config_exits_2_with_one_paragraph_and_no_traceback():
     assert "did you mean `max_length`" in result.stderr
 
 
+def test_a_metric_the_task_does_not_report_exits_2_before_the_stage_runs():
+    result = ftpipe("train", "--config", "configs/demo.yaml", "train.metric=perplexity")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "train.metric=perplexity is not reported for data.task=" in result.stderr
+    assert "accuracy, macro_f1, loss or auto" in result.stderr
+
+
 def prep_demo_config_on(train, out):
     """`ftpipe prep` with the demo config pointed at another file and output directory."""
     demo = str(REPO / "configs/demo.yaml")

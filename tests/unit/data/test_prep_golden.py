@@ -17,33 +17,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.words import WORDS
 from ftpipe.data import run_prep
 from tests.helpers import write_csv
 
-WORDS = [
-    "the",
-    "a",
-    "my",
-    "order",
-    "is",
-    "late",
-    "refund",
-    "please",
-    "card",
-    "was",
-    "charged",
-    "twice",
-    "hello",
-    "help",
-    "login",
-]
+GOLDEN_WORDS = WORDS[:15]
+"""The words the recorded inputs were generated from."""
 
 
 def _rows(n: int, seed: int, labels: tuple[str, ...] = ("good", "bad", "meh")) -> list[list]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14)))
+        text = " ".join(rng.choice(GOLDEN_WORDS) for _ in range(rng.randint(1, 14)))
         rows.append([f"{text} {i % 97}", rng.choice(labels)])
     # Quirks the checks must handle: exact duplicates, conflicts, empties, long rows.
     rows += [rows[3], rows[5], rows[5], [rows[7][0], "other" if rows[7][1] != "other" else "x"]]

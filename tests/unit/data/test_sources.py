@@ -7,17 +7,42 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ftpipe.data.sources import read_table
-from ftpipe.data.validate import validate_table
+from ftpipe.data.scan import Scan
+from ftpipe.data.shards import write_rows
+from ftpipe.data.sources import Stream
 from tests.helpers import balanced_rows, write_csv, write_jsonl
 
 ROWS = [*balanced_rows(3), ['a "quoted" text, with a comma', "good"]]
 
 
+class Kept:
+    """What prep's second pass hands a split's shard writer, kept in memory."""
+
+    def __init__(self):
+        self.texts, self.pairs, self.labels = [], [], []
+
+    def add(self, texts, pairs, labels, locations):
+        self.texts += texts
+        self.pairs += pairs or []
+        self.labels += labels
+
+
+def kept_rows(source: str, config) -> Kept:
+    """Prep's two passes over one input: check every row (`Scan`), then read the kept ones."""
+    stream = Stream(source, config)
+    scan = Scan(source, config, None, "")
+    for table in stream.batches():
+        scan.add(table)
+    index = scan.finish(stream.batches)
+    kept = Kept()
+    write_rows(stream, {"train": (index, index.labels)}, {"train": kept})
+    kept.labels = [index.label_names[i] for i in kept.labels]
+    return kept
+
+
 def examples_of(source: str, make_config, **data):
-    config = make_config(train=source, **data).data
-    examples = validate_table(read_table(source, config), config, None)
-    return list(zip(examples.texts, examples.labels, strict=True))
+    kept = kept_rows(source, make_config(train=source, **data).data)
+    return list(zip(kept.texts, kept.labels, strict=True))
 
 
 def written(tmp_path: Path, fmt: str) -> str:
@@ -64,8 +89,8 @@ def test_text_pairs_are_read(tmp_path, make_config):
         tmp_path / "p.csv", [["a", "b", "good"]], header=["premise", "hypothesis", "label"]
     )
     config = make_config(train=str(path), text_column="premise", text_pair_column="hypothesis").data
-    examples = validate_table(read_table(str(path), config), config, None)
-    assert (examples.texts, examples.pairs, examples.labels) == (["a"], ["b"], ["good"])
+    kept = kept_rows(str(path), config)
+    assert (kept.texts, kept.pairs, kept.labels) == (["a"], ["b"], ["good"])
 
 
 def test_fsspec_file_uri_and_compression(tmp_path, make_config):
@@ -141,7 +166,8 @@ def test_multi_line_field_is_located_by_its_last_line(tmp_path, make_config):
     path = tmp_path / "d.csv"
     path.write_bytes(b'text,label\n"two\nlines",\nnext,bad\n')
     config = make_config(train=str(path)).data
-    assert read_table(str(path), config).locations == ["line 3", "line 4"]
+    tables = Stream(str(path), config).batches()
+    assert [where for table in tables for where in table.locations] == ["line 3", "line 4"]
 
 
 def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path, make_config):

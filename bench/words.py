@@ -1,0 +1,50 @@
+"""The vocabulary of generated benchmark and test inputs.
+
+bench/prep.py writes its generated CSV from these words; tests/unit/data/test_prep_golden.py
+writes its inputs from the first 15 (its recorded hashes depend on them). Extend the list only
+at the end, so both keep generating the same bytes.
+"""
+
+WORDS = [
+    "the",
+    "a",
+    "my",
+    "order",
+    "is",
+    "late",
+    "refund",
+    "please",
+    "card",
+    "was",
+    "charged",
+    "twice",
+    "hello",
+    "help",
+    "login",
+    "password",
+    "reset",
+    "app",
+    "crash",
+    "good",
+    "bad",
+    "movie",
+    "film",
+    "great",
+    "terrible",
+    "plot",
+    "acting",
+    "story",
+    "slow",
+    "fun",
+    "boring",
+    "wonderful",
+    "awful",
+    "scene",
+    "actor",
+    "director",
+    "music",
+    "script",
+    "ending",
+    "brilliant",
+]
+"""Words a generated text is drawn from; the order matters to seeded draws."""
