@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from report import hardware_summary, write_section
 
-from ftpipe.config import load_config
+from ftpipe.config import Config, load_config
 from ftpipe.data import run_prep
 from ftpipe.data.prepared import PreparedData, Split, load_prepared
 from ftpipe.train.loop import RankContext, train
@@ -38,6 +38,17 @@ from ftpipe.train.loop import RankContext, train
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 BATCH = 32
+
+
+def sst2_config(workdir: Path, *overrides: str) -> Config:
+    """configs/sst2.yaml with its prep under `workdir`, evaluating on the dev set.
+
+    The rows below have always been scored on dev; the config keeps dev as its test split.
+    """
+    dev = (f"data.eval={SST2 / 'dev.tsv'}", "data.test=null")
+    return load_config(
+        REPO / "configs/sst2.yaml", [f"data.output_dir={workdir / 'prep'}", *dev, *overrides]
+    )
 
 
 def subsample(split: Split, rows: int, seed: int) -> Split:
@@ -50,11 +61,9 @@ def subsample(split: Split, rows: int, seed: int) -> Split:
 
 def run(data: PreparedData, workdir: Path, *overrides: str) -> dict:
     """Train in this process; return dev accuracy, trainable parameters and seconds per epoch."""
-    config = load_config(
-        REPO / "configs/sst2.yaml",
-        [f"data.output_dir={workdir / 'prep'}", f"train.cache_dir={workdir / 'cache'}",
-         f"train.batch_size={BATCH}", "train.num_workers=1", "train.log_every_steps=1000",
-         *overrides],
+    config = sst2_config(
+        workdir, f"train.cache_dir={workdir / 'cache'}", f"train.batch_size={BATCH}",
+        "train.num_workers=1", "train.log_every_steps=1000", *overrides,
     )  # fmt: skip
     result = train(config, data, RankContext(), lambda metrics, staging: None)
     return {
@@ -76,7 +85,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-strategies-"))
-    prep_config = load_config(REPO / "configs/sst2.yaml", [f"data.output_dir={workdir / 'prep'}"])
+    prep_config = sst2_config(workdir)
     data = load_prepared(run_prep(prep_config).output_dir)
     train_split = subsample(data.splits["train"], args.train_rows, args.seed)
     data = dataclasses.replace(data, splits={"train": train_split, "eval": data.splits["eval"]})

@@ -190,8 +190,10 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     order = [lrs[i] for i in np.random.default_rng(ORDER_SEED).permutation(len(lrs))]
     space = {LR: f"choice({order})", DEPTH: f"choice({depths})"}
     raw = yaml.safe_load((REPO / "configs/sst2.yaml").read_text())
+    # The sweep selects on the dev set, as it always has (the config keeps dev as test).
     raw["data"] |= {"max_train_rows": args.train_rows, "max_eval_rows": args.eval_rows,
-                    "output_dir": str(workdir / "prep")}  # fmt: skip
+                    "output_dir": str(workdir / "prep"), "eval": raw["data"]["test"],
+                    "test": None}  # fmt: skip
     raw["strategy"] = {"name": "freeze"}
     # Its own MLflow database: the repo's mlflow.db is shared with whatever else runs here.
     raw["registry"] = raw.get("registry", {}) | {"tracking_uri": f"sqlite:///{workdir}/mlflow.db"}
@@ -202,7 +204,8 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
         "output_dir": str(workdir / "train"), "cache_dir": str(workdir / "cache"),
     }  # fmt: skip
     raw["tune"] = {"search": "grid", "num_trials": 1, "max_concurrent_trials": SLOTS,
-                   "grace_period": args.grace, "reduction_factor": args.reduction,
+                   "grace_period": args.grace / args.evals_per_epoch,  # in epochs
+                   "reduction_factor": args.reduction,
                    "final": "none", "search_space": space}  # fmt: skip
     config = workdir / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -310,11 +313,12 @@ def report(workdir: Path, sweeps: dict[str, Sweep], tolerance: float) -> str:
     """The section's text, from the two sweeps of `workdir`."""
     config = yaml.safe_load((workdir / "sweep.yaml").read_text())
     tune, train = config["tune"], config["train"]
-    grace, factor = tune["grace_period"], tune["reduction_factor"]
     stats = json.loads((workdir / "prep" / "stats.json").read_text())["splits"]
     train_rows, eval_rows = stats["train"]["rows"], stats["eval"]["rows"]
     every = train["eval_every_steps"]
     per_epoch = train_rows // train["batch_size"] // every
+    # The config gives the grace period in epochs; the report counts evaluations.
+    grace, factor = round(tune["grace_period"] * per_epoch), tune["reduction_factor"]
     evals = per_epoch * train["epochs"]
     rungs = [grace * factor**k for k in range(8) if grace * factor**k < evals]
     lrs, depths = (
@@ -445,7 +449,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=872, help="872 = all of SST-2 dev.")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--evals-per-epoch", type=int, default=3)
-    parser.add_argument("--grace", type=int, default=1, help="tune.grace_period (evaluations).")
+    parser.add_argument("--grace", type=int, default=1, help="Evaluations before ASHA's first cut.")
     parser.add_argument("--reduction", type=int, default=3, help="tune.reduction_factor.")
     parser.add_argument("--lrs", help="Comma-separated learning rates (default: the grid).")
     parser.add_argument("--freeze", help="Comma-separated freeze depths (default: 0,3).")

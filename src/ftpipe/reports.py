@@ -68,7 +68,7 @@ def decision_report(decision_file: Path) -> str:
     lines = [f"# Gate: {outcome['name']} v{outcome['version']}: {verdict}", "",
              decision.get("reason", "The version already is champion."), "",
              "| evidence | value |", "| --- | ---: |"]  # fmt: skip
-    for key in ("metric", "challenger", "champion", "ci_low", "ci_high"):
+    for key in ("split", "optimistic", "metric", "challenger", "champion", "ci_low", "ci_high"):
         if decision.get(key) is not None:
             lines.append(f"| {key} | {decision[key]} |")
     for check, passed in decision.get("checks", {}).items():

@@ -1,4 +1,4 @@
-"""The training core on a CUDA GPU: bf16 learning, causal LM with LoRA, ZeRO-2 resume.
+"""The training core on a CUDA GPU: bf16 learning, causal LM with LoRA, ZeRO-2 resume, head fit.
 
 Marked `gpu`: `make test` deselects them, and they skip where CUDA is missing. On a GPU
 machine: `pytest -m gpu tests/gpu`. Tiny random-init models keep each test to seconds.
@@ -172,3 +172,30 @@ def test_zero2_checkpoint_resumes_where_it_stopped(tmp_path, bert_dir):
     assert resumed.final_metrics["accuracy"] == pytest.approx(
         whole.final_metrics["accuracy"], abs=0.05
     )
+
+
+def test_the_cached_head_is_fit_on_the_gpu_and_exported_in_bf16(tmp_path, bert_dir):
+    from safetensors.torch import load_file
+    from sklearn.metrics import log_loss
+
+    from ftpipe.data.prepared import load_prepared
+    from ftpipe.train.local import train_local
+    from tests.unit.train.test_head_fit import sklearn_head
+
+    config = classification_config(tmp_path, bert_dir, "strategy.name=feature-extraction")
+    outcome = train_local(config)
+
+    assert [entry["step"] for entry in outcome.history] == [1]
+    head = load_file(str(Path(outcome.model_dir) / "head.safetensors"))
+    assert {tensor.dtype for tensor in head.values()} == {torch.bfloat16}
+    # Fit in fp32 on the GPU, then rounded to bf16: still scikit-learn's head on the cache.
+    (cache,) = (tmp_path / "cache").iterdir()
+    splits = load_prepared(config.data.output_dir).splits
+    features = {name: np.load(cache / f"{name}.npy") for name in ("train", "eval")}
+    probs = sklearn_head(features["train"], splits["train"].labels, config.train.weight_decay
+                         ).predict_proba(features["eval"])  # fmt: skip
+    assert outcome.metrics["accuracy"] == pytest.approx(
+        (probs.argmax(1) == splits["eval"].labels).mean(), abs=0.005
+    )
+    expected = log_loss(splits["eval"].labels, probs, labels=[0, 1])
+    assert outcome.metrics["loss"] == pytest.approx(expected, rel=0.2)  # bf16 logits

@@ -50,6 +50,33 @@ def test_two_workers_learn_and_export_what_they_measured(tmp_path, tiny_model_di
     assert list(checkpoint.glob("rng-rank*.safetensors")) and (checkpoint / "model").is_dir()
 
 
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_two_workers_fit_one_cached_head_like_scikit_learn(tmp_path, tiny_model_dir, zero_stage):
+    import numpy as np
+    from sklearn.metrics import log_loss
+
+    from ftpipe.data.prepared import load_prepared
+    from tests.unit.train.test_head_fit import sklearn_head
+
+    config = train_config(tmp_path, tiny_model_dir, *TWO_WORKERS, f"train.zero_stage={zero_stage}",
+                          "strategy.name=feature-extraction")  # fmt: skip
+    outcome = train_ray(config)
+
+    assert [entry["step"] for entry in outcome.history] == [1]
+    # Each rank scored its half of the eval split with its own copy of the head: the export
+    # scoring the same shows the ranks ended with one head.
+    exported = export_metrics(outcome.model_dir, config)
+    assert exported["accuracy"] == pytest.approx(outcome.metrics["accuracy"], abs=1e-9)
+    assert exported["loss"] == pytest.approx(outcome.metrics["loss"], rel=1e-4)
+    (cache,) = (tmp_path / "cache").iterdir()
+    splits = load_prepared(config.data.output_dir).splits
+    features = {name: np.load(cache / f"{name}.npy") for name in ("train", "eval")}
+    probs = sklearn_head(features["train"], splits["train"].labels, config.train.weight_decay
+                         ).predict_proba(features["eval"])  # fmt: skip
+    expected = log_loss(splits["eval"].labels, probs, labels=[0, 1])
+    assert outcome.metrics["loss"] == pytest.approx(expected, rel=0.01)
+
+
 def train_worker_pids() -> list[int]:
     """Processes Ray titled as Ray Train workers (`ray::RayTrainWorker...`)."""
     pids = []

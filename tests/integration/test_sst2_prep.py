@@ -43,28 +43,31 @@ def expected_train_counts() -> tuple[Counter, int, int]:
     return kept, duplicates, conflict_rows
 
 
-def test_prep_sst2_train_and_dev_counts(tmp_path):
+def test_prep_sst2_train_eval_and_dev_counts(tmp_path):
     out = tmp_path / "sst2"
     result = ftpipe("prep", "--config", "configs/sst2.yaml", f"data.output_dir={out}")
     assert result.returncode == 0, result.stderr
     stats = json.loads((out / "stats.json").read_text())
 
     kept, duplicates, conflict_rows = expected_train_counts()
-    train = stats["splits"]["train"]
-    assert train["rows_per_label"] == {"0": kept["0"], "1": kept["1"]}
-    assert train["rows"] == sum(kept.values())
+    # Train and eval (a stratified 2% of the kept training rows) share them; dev is the test.
+    train, selection = stats["splits"]["train"], stats["splits"]["eval"]
+    for label in ("0", "1"):
+        shares = train["rows_per_label"][label], selection["rows_per_label"][label]
+        assert sum(shares) == kept[label] and shares[1] == round(0.02 * kept[label])
     assert train["dropped"] == {"duplicate": duplicates, "conflicting_label": conflict_rows}
     assert (duplicates, conflict_rows) == (366, 10)  # the quirks the README documents
+    assert selection["dropped"] == {}
 
     held_out = Counter(label for _, _, label in raw_rows("dev.tsv"))
-    assert stats["splits"]["eval"]["rows"] == 872
-    assert stats["splits"]["eval"]["rows_per_label"] == {"0": held_out["0"], "1": held_out["1"]}
-    assert stats["splits"]["eval"]["dropped"] == {}
+    assert stats["splits"]["test"]["rows"] == 872
+    assert stats["splits"]["test"]["rows_per_label"] == {"0": held_out["0"], "1": held_out["1"]}
+    assert stats["splits"]["test"]["dropped"] == {}
 
     # The right rows went: no conflicting phrase is left and no text is kept twice.
-    train_rows = pq.read_table(out / "train").to_pylist()
+    train_rows = pq.read_table(out / "train").to_pylist() + pq.read_table(out / "eval").to_pylist()
     texts = [row["text"] for row in train_rows]
-    assert len(texts) == len(set(texts)) == train["rows"]
+    assert len(texts) == len(set(texts)) == sum(kept.values())
     assert conflicting_texts(raw_rows("train.tsv")).isdisjoint(texts)
     by_line = {f"line {n}": (text, label) for n, text, label in raw_rows("train.tsv")}
     assert all(by_line[r["location"]] == (r["text"], str(r["label"])) for r in train_rows)

@@ -17,7 +17,7 @@ def pipeline_config(root: Path, model_dir: Path) -> Path:
     raw = {
         "seed": 7,
         "data": {"train": str(train), "max_length": 16, "eval_fraction": 0.25,
-                 "duplicates": "keep", "output_dir": str(root / "prep")},
+                 "test_fraction": 0.2, "duplicates": "keep", "output_dir": str(root / "prep")},
         "model": {"name": str(model_dir)},
         "strategy": {"name": "auto"},
         "recommend": {"probe_rows": 40, "probe_folds": 2, "output_dir": str(root / "rec")},

@@ -48,7 +48,8 @@ def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_conf
     prepared, prep_report = artifact(Dataset, "prepared"), artifact(Markdown, "prep.md")
     prep(config, ids.data_fingerprint, prepared, prep_report)
     assert prepared.metadata["fingerprint"] == ids.data_fingerprint
-    assert prepared.metadata["train_rows"] + prepared.metadata["eval_rows"] == 80
+    rows = {split: prepared.metadata[f"{split}_rows"] for split in ("train", "eval", "test")}
+    assert sum(rows.values()) == 80 and rows["test"] == 16  # the test split travels with it
     assert "| good |" in (out / "prep.md").read_text()
 
     rec = artifact(Artifact, "rec")
@@ -74,9 +75,9 @@ def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_conf
 
     evaluation, scores = artifact(Artifact, "evaluation"), artifact(Metrics, "scores")
     evaluate(best, uri, run_id, prepared, model, evaluation, scores, artifact(Markdown, "ev.md"))
-    assert scores.metadata["accuracy"] == pytest.approx(
-        json.loads((out / "evaluation/evaluation.json").read_text())["metrics"]["accuracy"]
-    )
+    summary = json.loads((out / "evaluation/evaluation.json").read_text())
+    assert scores.metadata["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+    assert summary["split"] == "test" and summary["rows"] == 16
 
     version_file = out / "version"
     gate = register(best, uri, run_id, model, evaluation, str(version_file),
@@ -87,6 +88,7 @@ def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_conf
     # A dry run: the gate answered (no champion yet, floor 0: promote) and moved nothing.
     assert gate == "promote"
     assert "tiny v1: promote" in (out / "gate.md").read_text()
+    assert "| split | test |" in (out / "gate.md").read_text()
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias("tiny", "champion")
 

@@ -36,6 +36,11 @@ def test_run_registers_with_lineage_and_promotes_on_the_gate_then_a_rerun_hits_t
     assert version.tags["ftpipe.data_fingerprint"] == prepared["fingerprint"]
     # The first version has no champion to beat: the gate promotes it, and the alias says so.
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    # It decided on the test split, which neither the sweep nor training selected on.
+    assert (version.tags["ftpipe.gate.split"], version.tags["ftpipe.gate.optimistic"]) == (
+        "test", "false",
+    )  # fmt: skip
+    assert "on the test split" in version.tags["ftpipe.gate.reason"]
     assert "version 1 (alias challenger): PROMOTED to champion" in first.stdout
     assert "mlflow ui --backend-store-uri" in first.stdout
 

@@ -32,7 +32,9 @@ def test_prep_runs_as_a_ray_job_and_its_output_comes_back(
     # The job wrote to the "remote" location; the component's path got a copy.
     for directory in (remote, local):
         stats = json.loads((directory / "stats.json").read_text())
-        assert stats["splits"]["train"]["rows"] + stats["splits"]["eval"]["rows"] == 80
+        assert sorted(stats["splits"]) == ["eval", "test", "train"]
+        assert sum(split["rows"] for split in stats["splits"].values()) == 80
+        assert (directory / "test").is_dir()  # the held-out split travels with the output
     assert "Tokenizing" in capfd.readouterr().out  # the job's log streamed here
 
 

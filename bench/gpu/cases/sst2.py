@@ -31,6 +31,7 @@ def sst2_config(data: Path, work: Path, name: str, *extra: str) -> tuple[list[st
     overrides = [
         f"data.train={data / 'sst2' / 'train.tsv'}",
         f"data.eval={data / 'sst2' / 'dev.tsv'}",
+        "data.test=null",  # dev is the eval set here, as the rows have always been measured
         "data.max_length=128",
         f"data.output_dir={work / 'prep'}",
         f"model.name={data / 'minilm-bf16'}",

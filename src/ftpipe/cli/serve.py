@@ -43,7 +43,9 @@ def evaluate(
     result = stage.run(load_checked_config(config, overrides or []), model, run_id)
     evaluation, ref, version = result.evaluation, result.ref, result.version
     m = evaluation.metrics
-    table = Table(title=f"evaluate: {ref} on {evaluation.rows:,} held-out rows")
+    table = Table(
+        title=f"evaluate: {ref} on {evaluation.rows:,} rows of the {evaluation.split} split"
+    )
     for column in ("class", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in result.report_rows:
@@ -51,8 +53,10 @@ def evaluate(
     out.print(table)
     latency = f", p95 latency {m['latency_p95_ms']:.1f} ms" if "latency_p95_ms" in m else ""
     out.print(
-        f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f}"
-        f"{latency}, size {m['size_mb']:.1f} MB (held-out set {evaluation.fingerprint[:12]})"
+        f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
+        f"(temperature {m['temperature']:.3g}; {m['ece_raw']:.4f} without), log loss "
+        f"{m['loss']:.4f}{latency}, size {m['size_mb']:.1f} MB "
+        f"(held-out set {evaluation.fingerprint[:12]})"
     )
     if version is not None:
         out.print(f"Attached to version {version.version} of {version.name}.")
@@ -147,6 +151,8 @@ def promote(
     table = Table(title=f"promotion gate: {result.name} v{result.version} against {against}")
     table.add_column("evidence")
     table.add_column("value", justify="right")
+    optimistic = " (optimistic: it also selected the model)" if decision.optimistic else ""
+    table.add_row("held-out split", decision.split + optimistic)
     table.add_row(f"{decision.metric}, challenger", f"{decision.challenger:.4f}")
     if decision.champion is not None:
         table.add_row(f"{decision.metric}, champion", f"{decision.champion:.4f}")

@@ -21,6 +21,9 @@ class StrategyRules:
         needs_fp32: It trains only in fp32; `fp32_reason` says why.
         gradient_checkpointing: `train.gradient_checkpointing` applies to it.
         needs_new_head: It trains a new classification head, so the task must have one.
+        slow_start: It trains a few fresh weights (adapters, virtual tokens) that need time
+            to move the model, so its early evaluations understate where it ends; a sweep
+            gives its trials more training before the first cut.
     """
 
     max_zero_stage: int = 3
@@ -30,6 +33,7 @@ class StrategyRules:
     fp32_reason: str = ""
     gradient_checkpointing: bool = True
     needs_new_head: bool = False
+    slow_start: bool = False
 
 
 _PROMPT_LEARNING = StrategyRules(
@@ -38,9 +42,12 @@ _PROMPT_LEARNING = StrategyRules(
     # than train something that silently diverges across ranks.
     zero_reason="prompt-learning methods are fragile under ZeRO-3 partitioning",
     zero_fix="train.zero_stage=2 (or lower), or strategy.name=lora",
+    slow_start=True,
 )
 
 RULES: dict[str, StrategyRules] = {
+    "lora": StrategyRules(slow_start=True),
+    "ia3": StrategyRules(slow_start=True),
     # PEFT's prefix tuning feeds past key values, which gradient checkpointing cannot recompute.
     "prefix": replace(_PROMPT_LEARNING, gradient_checkpointing=False),
     "p-tuning": _PROMPT_LEARNING,

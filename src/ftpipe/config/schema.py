@@ -40,8 +40,14 @@ class DataConfig(Section):
     for a Hugging Face dataset. Formats: .csv, .tsv, .jsonl, .parquet."""
 
     eval: str | None = None
-    """Held-out data in the same forms as `train`. Null splits it from train (stratified,
-    seeded by `seed`)."""
+    """Held-out data in the same forms as `train`, on which the sweep picks its best trial and
+    training its best checkpoint. Null splits it from train (stratified, seeded by `seed`)."""
+
+    test: str | None = None
+    """Test data in the same forms as `train`: `evaluate` scores it and the promotion gate
+    decides on it; tune and train never read it. Null with `test_fraction` above 0 splits it
+    from train; null with `test_fraction` 0 holds out none, and the gate then decides on eval,
+    whose interval is optimistic because eval also selected the model."""
 
     task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
     """The task (`ftpipe.tasks`). `sequence-classification` (earlier name: `classification`):
@@ -83,6 +89,11 @@ class DataConfig(Section):
     eval_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     """Share of each class held out for evaluation when `eval` is null."""
 
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Share of each class held out as the test split when `test` is null (stratified, seeded
+    by `seed`, taken before eval, so it stays the same when `eval_fraction` changes); 0 holds
+    out none."""
+
     max_train_rows: int | None = Field(default=None, ge=2)
     """Keep about this many training rows, a stratified seeded sample taken after the eval
     split (quick runs and CPU benchmarks); null keeps them all."""
@@ -110,14 +121,31 @@ class DataConfig(Section):
     changes no output, only the warnings."""
 
     output_dir: str = "outputs/prep"
-    """Directory prep writes to: train/ and eval/ shards, label_map.json, stats.json and
-    fingerprint.json. Prep replaces it whole once the new outputs are complete, and refuses a
+    """Directory prep writes to: train/, eval/ (and test/) shards, label_map.json, stats.json
+    and fingerprint.json. Prep replaces it whole once the new outputs are complete, and refuses a
     directory it did not write."""
 
     @field_validator("task", mode="before")
     @classmethod
     def _earlier_task_name(cls, value: Any) -> Any:
         return "sequence-classification" if value == "classification" else value
+
+    @model_validator(mode="after")
+    def _one_test_split(self) -> DataConfig:
+        if self.test is not None and self.test_fraction > 0:
+            raise ValueError(
+                f"data.test ({self.test}) and data.test_fraction ({self.test_fraction}) both "
+                "ask for a test split: a file, and a share of train. Keep one: set "
+                "data.test_fraction=0 to test on the file, or data.test=null to split the test "
+                "set off train"
+            )
+        if self.eval is None and self.test is None and self.eval_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"data.eval_fraction ({self.eval_fraction}) plus data.test_fraction "
+                f"({self.test_fraction}) hold out all of train, leaving nothing to train on; "
+                "lower them so that their sum is below 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _columns_match_header(self) -> DataConfig:
@@ -208,11 +236,25 @@ class StrategyConfig(Section):
     """For `freeze`: also freeze parameters whose names match any of these shell patterns,
     for example `*.attention.*`."""
 
-    unfreeze_every: int = Field(default=1, ge=1)
-    """For `gradual-unfreezing`: epochs between unfreezing one more block from the top."""
+    unfreeze_every: int | float | None = None
+    """For `gradual-unfreezing`: optimizer steps between unfreezing one more group from the
+    top (an integer), or that fraction of all steps (a number between 0 and 1); null unfreezes
+    them evenly so that every group trains by the middle of training."""
 
     lora: LoraConfig = Field(default_factory=LoraConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
+
+    @field_validator("unfreeze_every")
+    @classmethod
+    def _steps_or_fraction(cls, every: int | float | None) -> int | float | None:
+        fraction = isinstance(every, float)
+        if every is not None and (not 0 < every < 1 if fraction else every < 1):
+            raise ValueError(
+                f"strategy.unfreeze_every={every} is neither a whole number of optimizer steps "
+                "(1 or more) nor a fraction of training (between 0 and 1); give one of those, "
+                "or null to have every group train by the middle of training"
+            )
+        return every
 
     pooling: Literal["auto", "mean", "cls", "last"] = "auto"
     """How token states become one feature vector for feature extraction and the probe:

@@ -32,7 +32,8 @@ class TrainConfig(Section):
     lr * layer_decay**N. 1.0 turns it off."""
 
     weight_decay: float = Field(default=0.01, ge=0.0)
-    """AdamW weight decay; never applied to biases and norm weights."""
+    """AdamW weight decay; never applied to biases and norm weights. For a head fit on the
+    feature cache, the L2 strength: mean cross-entropy + weight_decay / 2 * ||W||^2."""
 
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     """Learning-rate decay after warmup."""
@@ -107,8 +108,9 @@ class TrainConfig(Section):
     """Checkpoints kept on disk: the best ones by `metric`; the latest is always kept too."""
 
     feature_cache: bool = True
-    """For `feature-extraction`: compute the frozen backbone's features once and train the
-    head on the cache."""
+    """For `feature-extraction`: compute the frozen backbone's features once and fit the
+    head on the cache to convergence (full-batch L-BFGS, L2 `weight_decay`), in place of
+    `epochs` of steps; the learning rates, schedule and `patience` then do not apply."""
 
     cache_dir: str = "outputs/cache/features"
     """Where the feature cache lives; shared by runs and sweep trials."""
@@ -187,12 +189,16 @@ class TuneConfig(Section):
     """Search algorithm: seeded random sampling, the full grid of `choice` values, or Optuna's
     TPE."""
 
-    scheduler: Literal["asha", "none"] = "asha"
-    """`asha` stops trials whose metric trails the others at each rung; `none` runs every trial
-    to the end."""
+    scheduler: Literal["asha", "hyperband", "none"] = "asha"
+    """`asha` stops trials whose metric trails the others at each rung; `hyperband` spreads
+    the trials over three brackets of ASHA with ever later first cuts (asynchronous
+    HyperBand), for when it is unclear how early trials can be judged; `none` runs every
+    trial to the end."""
 
-    grace_period: int = Field(default=1, ge=1)
-    """ASHA: evaluations every trial gets before it may be stopped."""
+    grace_period: float | None = Field(default=None, gt=0)
+    """ASHA and HyperBand: epochs of training every trial gets before it may be stopped. Null
+    sets it from the strategies in the search space: one epoch, or half of `train.epochs`
+    (at least one epoch) when a slow starter (LoRA, IA3, prompt learning) is among them."""
 
     reduction_factor: int = Field(default=3, ge=2)
     """ASHA: 1 in this many trials continues past each rung."""

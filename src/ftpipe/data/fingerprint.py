@@ -1,8 +1,9 @@
 """The data fingerprint: identity of the prepared data, for caching and lineage.
 
-It is a sha256 over the raw bytes of every input plus everything in the config that changes
-what prep writes: the data section (less where it is written), the seed that drives the
-split, and the full tokenizer definition. Same inputs, same fingerprint.
+It is a sha256 over the raw bytes of every input (train, and eval and test when they are
+files) plus everything in the config that changes what prep writes: the data section (less
+where it is written), the seed that drives the splits, and the full tokenizer definition.
+Same inputs, same fingerprint.
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ from typing import Any
 
 from ftpipe.config.schema import Config, canonical_json
 
-IGNORED_DATA_KEYS = ("train", "eval", "output_dir", "min_rows_per_class")
-"""Data keys that change no output: `train`, `eval` and `output_dir` name places (the inputs
-count by their bytes instead), and `min_rows_per_class` only sets when prep warns."""
+IGNORED_DATA_KEYS = ("train", "eval", "test", "output_dir", "min_rows_per_class")
+"""Data keys that change no output: `train`, `eval`, `test` and `output_dir` name places (the
+inputs count by their bytes instead), and `min_rows_per_class` only sets when prep warns."""
+
+COVERED_WHEN_SET = {"test_fraction": 0.0}
+"""Data keys added after fingerprints were first recorded, with their defaults: the identity
+covers one only when it differs from its default, so data prepared without it keeps its
+fingerprint."""
 
 
 def prep_identity(config: Config, digests: dict[str, str], tokenizer_sha256: str) -> dict[str, Any]:
     """Everything the fingerprint covers, as a JSON-ready mapping (written to fingerprint.json)."""
     data = config.data.model_dump(mode="json", exclude=set(IGNORED_DATA_KEYS))
+    for key, default in COVERED_WHEN_SET.items():
+        if data[key] == default:
+            del data[key]
     return {
         "inputs": {
             role: {"source": getattr(config.data, role), "sha256": digest}

@@ -130,16 +130,17 @@ def _delimited_table(
     # column a batch lacks as missing values.
     names = header or [str(i) for i in range(max((len(r) for r in records), default=0))]
     width = len(names)
-    columns: dict[str, list[Any]] = {name: [] for name in names}
-    for record in records:
+    errors: list[str | None] = [None] * len(records)
+    if any(len(r) != width for r in records):
         # Short rows get None for the missing fields; validation names them.
-        padded = record + [None] * (width - len(record))
-        for name, value in zip(names, padded, strict=False):
-            columns[name].append(value)
-    errors = [
-        f"{len(r) - width} more field(s) than the header" if len(r) > width else None
-        for r in records
-    ]
+        errors = [
+            f"{len(r) - width} more field(s) than the header" if len(r) > width else None
+            for r in records
+        ]
+        records = [r[:width] + [None] * (width - len(r)) for r in records]
+    # Transposing with zip runs in C: the common case, every row as wide as the header.
+    values = zip(*records, strict=True) if records else ([] for _ in names)
+    columns: dict[str, list[Any]] = {n: list(v) for n, v in zip(names, values, strict=True)}
     return Table(source, columns, lines, errors, start=start)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ftpipe.artifacts import is_uri, localize
 from ftpipe.config import Config
-from ftpipe.data.fingerprint import IGNORED_DATA_KEYS
+from ftpipe.data.fingerprint import COVERED_WHEN_SET, IGNORED_DATA_KEYS
 from ftpipe.errors import ConfigError, DataError
 from ftpipe.tasks import LabelMap, Task, get_task, pad_rows
 
@@ -31,8 +31,15 @@ have recorded a key the fingerprint now leaves out). The inputs are compared by 
 TOKENIZATION_KEYS = ("data.max_length", "model.name", "model.revision")
 """Recorded keys that only change the token ids: evaluate re-tokenizes the raw texts itself."""
 
-PATH_KEYS = ("data.train", "data.eval", "model.name")
+PATH_KEYS = ("data.train", "data.eval", "data.test", "model.name")
 """Keys naming a file or directory: equal when they resolve to the same local path."""
+
+INPUTS = ("train", "eval", "test")
+"""The inputs prep may read, by role (`data.<role>`)."""
+
+TRAINING_SPLITS = ("train", "eval")
+"""The splits tune and train read. The test split, when there is one, is evaluate's alone: the
+model is never selected on it, so the promotion gate's interval on it means what it says."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class PrepDir:
         return self.path / "fingerprint.json"
 
     def split_path(self, name: str) -> Path:
-        """The Parquet shards of a split (`train` or `eval`)."""
+        """The Parquet shards of a split (`train`, `eval` or `test`)."""
         return self.path / name
 
     @cached_property
@@ -147,6 +154,11 @@ class PrepDir:
         """Rows per split."""
         return {name: split["rows"] for name, split in self.stats["splits"].items()}
 
+    @property
+    def has_test(self) -> bool:
+        """Whether prep held out a test split (`data.test` or `data.test_fraction`)."""
+        return "test" in self.stats["splits"]
+
     @classmethod
     def check_config(cls, config: Config, stage: str, tokenization: bool = True) -> None:
         """Refuse prepared data made with another config; see `check_matches`.
@@ -165,16 +177,18 @@ class PrepDir:
     def recorded_config(self) -> dict[str, Any]:
         """The config keys the data was prepared with, by dotted path (from fingerprint.json).
 
-        The inputs (`data.train`, `data.eval`), every data key the fingerprint covers but
-        `data.shard_rows`, and the tokenizer's model; keys an older prep did not record are
-        absent.
+        The inputs (`data.train`, `data.eval`, `data.test`), every data key the fingerprint
+        covers but `data.shard_rows`, and the tokenizer's model; keys an older prep did not
+        record are absent, but for those recorded only when set, which were at their defaults.
         """
         record = json.loads(self.fingerprint_path.read_text())
-        keys = {f"data.{key}": value for key, value in record.get("data", {}).items()}
+        data = record.get("data", {})
+        keys = {f"data.{key}": value for key, value in data.items()}
+        keys |= {f"data.{key}": value for key, value in COVERED_WHEN_SET.items() if key not in data}
         keys |= {f"model.{key}": value for key, value in record.get("model", {}).items()}
         keys = {key: value for key, value in keys.items() if key not in UNCOMPARED_KEYS}
         if "inputs" in record:
-            for role in ("train", "eval"):
+            for role in INPUTS:
                 keys[f"data.{role}"] = record["inputs"].get(role, {}).get("source")
         return keys
 
@@ -239,14 +253,14 @@ class PreparedData:
 
 
 def load_prepared(directory: str | Path) -> PreparedData:
-    """Load a prep output directory.
+    """Load a prep output directory's training splits (`TRAINING_SPLITS`: never the test split).
 
     Raises:
         DataError: If the directory is not a complete prep output.
     """
     prep = PrepDir.open(directory)
     splits = {}
-    for name in ("train", "eval"):
+    for name in TRAINING_SPLITS:
         table = pq.read_table(prep.split_path(name))
         columns = table.column_names
         splits[name] = Split(

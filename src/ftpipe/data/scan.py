@@ -269,20 +269,27 @@ def _drop_duplicates(index: Index, policy: str, reread: Reread) -> Index:
     return index.without(mask, "duplicate")
 
 
-def drop_leakage(train: Index, held_out: Index, policy: str) -> Index:
-    """Remove (or fail on) training rows whose text also appears in the eval set.
+def drop_leakage(rows: Index, held_out: Index, policy: str, held_out_name: str = "eval") -> Index:
+    """Remove (or fail on) rows whose text also appears in a held-out set.
 
-    Leakage inflates eval metrics, so train loses the rows and eval keeps them.
+    Leakage inflates the held-out set's metrics, so `rows` (train, or eval against test) lose
+    the rows and the held-out set keeps them.
+
+    Args:
+        rows: The rows that may not share a text with `held_out`.
+        held_out: The held-out set.
+        policy: `data.on_error`.
+        held_out_name: The held-out split's name, for messages: "eval" or "test".
     """
-    mask = np.isin(train.keys, held_out.keys)
+    mask = np.isin(rows.keys, held_out.keys)
     if not mask.any():
-        return train
+        return rows
     tally = Tally(kinds=Counter({"leakage": int(mask.sum())}))
     for row in np.flatnonzero(mask)[: Tally.LISTED].tolist():
-        match = int(np.flatnonzero(held_out.keys == train.keys[row])[-1])
+        match = int(np.flatnonzero(held_out.keys == rows.keys[row])[-1])
         tally.first.append(
-            f"{train.where(row)}: the same text is in the eval set ({held_out.source} "
-            f"{held_out.where(match)}), which would inflate eval metrics"
+            f"{rows.where(row)}: the same text is in the {held_out_name} set ({held_out.source} "
+            f"{held_out.where(match)}), which would inflate {held_out_name} metrics"
         )
-    enforce(train.source, tally, policy, "data.on_error=drop")
-    return train.without(mask, "leakage")
+    enforce(rows.source, tally, policy, "data.on_error=drop")
+    return rows.without(mask, "leakage")

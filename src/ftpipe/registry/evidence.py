@@ -44,6 +44,7 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
         )
     record = {
         "fingerprint": evaluation.fingerprint,
+        "split": evaluation.split,
         "run_id": evaluation.run_id,
         "predictions": f"runs:/{evaluation.run_id}/{evaluation_dir(evaluation.fingerprint)}"
         "/predictions.parquet",
@@ -60,6 +61,10 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
 
 
 def evidence(version: ModelVersion, fingerprint: str) -> dict[str, Any] | None:
-    """A version's evaluation on the held-out set `fingerprint`, or None."""
+    """A version's evaluation on the held-out set `fingerprint`, or None.
+
+    Its `split` is the prep split scored, "test" or "eval" (evaluations recorded before test
+    splits existed scored eval and say so).
+    """
     raw = version.tags.get(f"{EVAL_PREFIX}{fingerprint[:16]}")
-    return json.loads(raw) if raw else None
+    return {"split": "eval", **json.loads(raw)} if raw else None

@@ -6,6 +6,10 @@ fingerprint). Resampling rows, not models, keeps the comparison paired: each boo
 sample draws one set of row indices and scores both models on exactly those rows, so the
 noise the two share (easy and hard rows) cancels in the difference.
 
+The rows should be prep's test split. On eval, which also selected the model (the sweep's best
+trial, training's best checkpoint), the interval is optimistic, and the decision says so
+(`Decision.optimistic`, `OPTIMISTIC` in its reason).
+
 A sample's metric comes from its confusion matrix, computed for all samples at once with
 one `bincount` over (sample, label, prediction) codes.
 """
@@ -18,6 +22,14 @@ from typing import Literal
 import numpy as np
 
 Metric = Literal["accuracy", "macro_f1"]
+
+OPTIMISTIC = (
+    "The interval is optimistic: the eval split it was computed on also selected the model (the "
+    "sweep's best trial, training's best checkpoint), so it overstates how the model does on "
+    "new data. Hold out a test split (data.test or data.test_fraction) for an interval that "
+    "means what it says."
+)
+"""Said by a decision made on the eval split, in its reason and in the log."""
 
 _CHUNK_CELLS = 4_000_000
 """Row indices drawn per chunk of bootstrap samples (bounds memory at ~32 MB)."""
@@ -84,6 +96,9 @@ class Decision:
         ci_high: Upper bound of the same interval.
         class_f1_deltas: Challenger minus champion F1 per class (empty without a champion).
         checks: Each rule's outcome, by name.
+        split: The prep split the predictions are on: "test", or "eval" without a test split.
+        optimistic: Whether the interval is biased upwards because the split also selected
+            the model (eval); the reason then ends with `OPTIMISTIC`.
     """
 
     promote: bool
@@ -95,6 +110,8 @@ class Decision:
     ci_high: float
     class_f1_deltas: dict[str, float] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    split: str = "eval"
+    optimistic: bool = True
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -155,8 +172,18 @@ def interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def decide(challenger: Scored, champion: Scored | None, policy: Policy) -> Decision:
-    """Apply every rule of the gate; see `Policy` for what each one demands."""
+def decide(
+    challenger: Scored, champion: Scored | None, policy: Policy, split: str = "eval"
+) -> Decision:
+    """Apply every rule of the gate; see `Policy` for what each one demands.
+
+    Args:
+        challenger: The challenger's predictions.
+        champion: The champion's, on the same rows; None when there is no champion yet.
+        policy: The rules.
+        split: The prep split the rows are: "test", or "eval", whose interval is optimistic
+            (the reason then says so).
+    """
     classes = len(challenger.names)
     mine = confusion(challenger.labels, challenger.predicted, classes)
     value = float(metric_value(mine, policy.metric))
@@ -173,8 +200,8 @@ def decide(challenger: Scored, champion: Scored | None, policy: Policy) -> Decis
             f"[{low:.4f}, {high:.4f}], floor {policy.floor:.4f}{notes}"
         )
         return Decision(
-            all(checks.values()), _reason(checks, detail), policy.metric, value, None,
-            low, high, {}, checks,
+            all(checks.values()), _reason(checks, detail, split), policy.metric, value, None,
+            low, high, {}, checks, split, split != "test",
         )  # fmt: skip
     if not np.array_equal(challenger.labels, champion.labels):
         raise ValueError("the two prediction sets are not on the same rows")
@@ -200,8 +227,8 @@ def decide(challenger: Scored, champion: Scored | None, policy: Policy) -> Decis
         f"{policy.max_class_f1_drop:.4f}{notes}"
     )
     return Decision(
-        all(checks.values()), _reason(checks, detail), policy.metric, value, baseline,
-        low, high, class_deltas, checks,
+        all(checks.values()), _reason(checks, detail, split), policy.metric, value, baseline,
+        low, high, class_deltas, checks, split, split != "test",
     )  # fmt: skip
 
 
@@ -219,7 +246,8 @@ def _budgets(scored: Scored, policy: Policy) -> tuple[dict[str, bool], str]:
     return checks, notes
 
 
-def _reason(checks: dict[str, bool], detail: str) -> str:
+def _reason(checks: dict[str, bool], detail: str, split: str) -> str:
     failed = [name for name, ok in checks.items() if not ok]
     verdict = "promoted: every check passed" if not failed else f"kept: failed {', '.join(failed)}"
-    return f"{verdict} ({detail})"
+    reason = f"{verdict} (on the {split} split: {detail})"
+    return reason if split == "test" else f"{reason}. {OPTIMISTIC}"

@@ -15,6 +15,7 @@ the same pair gives the same result (the bootstrap is seeded).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,10 +32,12 @@ from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.registry.client import connect, retry, scoped_mlflow
 from ftpipe.registry.evidence import EVAL_PREFIX, evidence
-from ftpipe.registry.gate import Decision, Policy, Scored, decide
+from ftpipe.registry.gate import OPTIMISTIC, Decision, Policy, Scored, decide
 from ftpipe.registry.lock import promotion_lock
 from ftpipe.registry.versions import CHALLENGER, CHAMPION
 from ftpipe.tasks import get_task
+
+log = logging.getLogger(__name__)
 
 GATE_PREFIX = "ftpipe.gate."
 SEQUENCE_TAG = "ftpipe.promotions"
@@ -139,12 +142,15 @@ def promote(config: Config, version: str | None = None, dry_run: bool = False) -
                 _scored(frames[0], mine, names),
                 _scored(frames[1], theirs, names) if theirs else None,
                 policy(config),
+                mine["split"],
             )
         except ValueError as exc:  # same fingerprint, different rows: a corrupted artifact
             raise FtpipeError(
                 f"The predictions of versions {mine_version} and {before} do not cover "
                 f"the same rows ({exc}); evaluate both again."
             ) from None
+        if decision.optimistic:
+            log.warning("Version %s of %s: %s", mine_version, name, OPTIMISTIC)
         if dry_run:
             return Promotion(name, mine_version, before, before, decision, 0)
         sequence = _next_sequence(client, name)
@@ -262,6 +268,8 @@ def _record(
         "checks": json.dumps(decision.checks, sort_keys=True),
         "champion_version": champion or "none",
         "fingerprint": fingerprint,
+        "split": decision.split,
+        "optimistic": json.dumps(decision.optimistic),
         "sequence": str(sequence),
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

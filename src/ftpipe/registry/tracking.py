@@ -322,9 +322,10 @@ def log_evaluation(
     """Log an `ftpipe.stages.evaluate.Evaluation` to MLflow and return the run id.
 
     Into `run_id` (the training run) when given, without changing its status; otherwise into a
-    new run named after the model, tagged with the model's lineage. Metrics are prefixed
-    `eval/`; files go under `evaluation/<fingerprint[:12]>/`, so evaluations on different
-    held-out sets never overwrite each other.
+    new run named after the model, tagged with the model's lineage. Metrics are prefixed by the
+    split scored (`test/`, or `eval/` without a test split); files go under
+    `evaluation/<fingerprint[:12]>/`, so evaluations on different held-out sets never overwrite
+    each other.
     """
     client = connect(config.registry)
     owned = run_id is None
@@ -341,12 +342,13 @@ def log_evaluation(
         )
         run_id = run.info.run_id
     try:
-        metrics = {f"eval/{k}": v for k, v in evaluation.metrics.items()}
+        metrics = {f"{evaluation.split}/{k}": v for k, v in evaluation.metrics.items()}
         now = int(time.time() * 1000)
         entries = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
         tags = [
             RunTag("ftpipe.eval.fingerprint", evaluation.fingerprint),
             RunTag("ftpipe.eval.model_ref", evaluation.model),
+            RunTag("ftpipe.eval.split", evaluation.split),
         ]
         retry(lambda: client.log_batch(run_id, metrics=entries, tags=tags), "log evaluation")
         client.log_artifacts(run_id, evaluation.output_dir, evaluation_dir(evaluation.fingerprint))

@@ -1,10 +1,15 @@
 """The evaluate stage: score a model on the held-out split, per class, with calibration.
 
+The held-out split is prep's test split when it held one out (`data.test`,
+`data.test_fraction`), else eval (`load_heldout`); `evaluation.json` records which.
+
 It writes, under `evaluate.output_dir`:
 
 * `metrics.json`: accuracy, macro-F1, per-class precision/recall/F1, the expected calibration
-  error (ECE, `evaluate.calibration_bins` equal-width bins), log loss, p95 single-row latency
-  and the model's size on disk;
+  error (ECE, `evaluate.calibration_bins` equal-width bins) and log loss of the probabilities
+  served (the export's temperature applied), the export's `temperature` with the ECE and log
+  loss before (`*_raw`) and after (`*_calibrated`) it, p95 single-row latency and the model's
+  size on disk;
 * `predictions.parquet`: one row per held-out example (row, text, label, predicted, correct,
   confidence, a probability per class), which the promotion gate's paired bootstrap reads;
 * `confusion_matrix.png`;
@@ -32,6 +37,7 @@ from ftpipe.config.schema import Config, canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import DataError, FtpipeError
 from ftpipe.tasks import PROB_PREFIX
+from ftpipe.tasks.calibration import calibration_metrics, softmax
 from ftpipe.tasks.classification_report import classification_report, confusion_png
 from ftpipe.train.outcome import read_record
 
@@ -46,12 +52,16 @@ SUMMARY = "evaluation.json"
 
 @dataclass(frozen=True)
 class HeldOut:
-    """The held-out rows: texts, optional second texts, label names, and their fingerprint."""
+    """The held-out rows: texts, optional second texts, label names, and their fingerprint.
+
+    `split` names the prep split they are: "test", or "eval" when prep held out no test split.
+    """
 
     texts: list[str]
     pairs: list[str] | None
     labels: list[str]
     fingerprint: str
+    split: str = "eval"
 
 
 @dataclass
@@ -65,6 +75,9 @@ class Evaluation:
         metrics: Every scalar metric, by name.
         output_dir: Where the files are.
         run_id: The MLflow run the results were logged to, once logged.
+        files: The files written, by kind.
+        split: The prep split scored: "test", or "eval" when prep held out no test split
+            (then the split that selected the model also scores it, optimistically).
     """
 
     model: str
@@ -74,6 +87,7 @@ class Evaluation:
     output_dir: str
     run_id: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    split: str = "eval"
 
     def save(self) -> Path:
         """Write evaluation.json and return its path."""
@@ -100,7 +114,10 @@ class Evaluation:
 
 
 def load_heldout(prep_dir: str | Path) -> HeldOut:
-    """The eval split prep wrote, as raw texts and label names.
+    """The split the model is scored on, as raw texts and label names.
+
+    The test split when prep held one out: the sweep and training selected the model on eval,
+    so a score on eval is optimistic. Without a test split, eval.
 
     Raises:
         DataError: If prep has not run, or was for language modelling.
@@ -110,11 +127,12 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     prep = PrepDir.open(prep_dir)
     prep.task.serving("evaluate")
     names = prep.labels.names
-    table = pq.read_table(prep.split_path("eval"), columns=None)
+    split = "test" if prep.has_test else "eval"
+    table = pq.read_table(prep.split_path(split), columns=None)
     texts = table.column("text").to_pylist()
     pairs = table.column("text_pair").to_pylist() if "text_pair" in table.column_names else None
     labels = [names[i] for i in table.column("label").to_pylist()]
-    return HeldOut(texts, pairs, labels, heldout_fingerprint(texts, pairs, labels))
+    return HeldOut(texts, pairs, labels, heldout_fingerprint(texts, pairs, labels), split)
 
 
 def heldout_fingerprint(texts: list[str], pairs: list[str] | None, labels: list[str]) -> str:
@@ -146,10 +164,12 @@ def evaluate_model(
         )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    probs = predictor.probabilities(heldout.texts, heldout.pairs)
+    logits = predictor.logits(heldout.texts, heldout.pairs)
+    probs = softmax(logits, predictor.temperature)  # what predict serves
     ids = {name: i for i, name in enumerate(names)}
     labels = np.array([ids[name] for name in heldout.labels], dtype=np.int64)
     metrics = classification_report(probs, labels, names, calibration_bins)
+    metrics |= calibration_metrics(logits, labels, predictor.temperature, calibration_bins)
     latency = single_row_latency(predictor, heldout, latency_rows)
     if latency is not None:
         metrics["latency_p95_ms"] = latency
@@ -168,6 +188,7 @@ def evaluate_model(
         output_dir=str(output_dir),
         files={k: str(output_dir / v) for k, v in
                (("predictions", PREDICTIONS), ("confusion", CONFUSION), ("metrics", METRICS))},
+        split=heldout.split,
     )  # fmt: skip
     evaluation.save()
     return evaluation

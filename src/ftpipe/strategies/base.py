@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -17,6 +18,9 @@ from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError
 from ftpipe.strategies.layers import Layout, discover
 from ftpipe.tasks import get_task
+
+if TYPE_CHECKING:  # the module registers itself here, so it cannot be imported at load time
+    from ftpipe.strategies.gradual_unfreezing import UnfreezeSchedule
 
 
 @dataclass(frozen=True)
@@ -29,15 +33,15 @@ class Prepared:
         pretrained: ids of the parameters that came with the pretrained backbone; every other
             parameter (head, adapters, virtual tokens) is new and gets `train.head_lr`.
         gradient_checkpointing: Whether the training loop may turn checkpointing on.
-        unfreeze: For gradual unfreezing, called with the epoch number at the start of each
-            epoch; it unfreezes on schedule and returns how many groups are trainable.
+        unfreeze: For gradual unfreezing, the schedule the loop applies before each
+            optimizer step.
     """
 
     model: nn.Module
     layout: Layout
     pretrained: frozenset[int]
     gradient_checkpointing: bool
-    unfreeze: Callable[[int], int] | None = None
+    unfreeze: UnfreezeSchedule | None = None
 
 
 StrategyFn = Callable[[nn.Module, Layout, Config], nn.Module]

@@ -204,12 +204,16 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
         "classes only partly"
     )
     half = max(num_blocks // 2, 1)
+    rows = max(sum(m.rows_per_class.values()), 1)
     if not large and similar:
         case, strategy, k = "small-similar", "feature-extraction", 0
         lr, head_lr = (1e-5, 5e-5), (5e-4, 5e-3)
         space = {
             "strategy.name": "choice([feature-extraction, lora])",
             "train.head_lr": f"loguniform({head_lr[0]:g}, {head_lr[1]:g})",
+            # The L2 strength of the cached head's convex fit, its one real knob: in
+            # scikit-learn's terms C = 1 / (rows * weight_decay) from 0.1 to 100.
+            "train.weight_decay": f"loguniform({0.01 / rows:.2g}, {10 / rows:.2g})",
         }
         reasons.append("The frozen features already separate the classes, so train only a head.")
     elif not large:

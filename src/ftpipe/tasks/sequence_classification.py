@@ -1,7 +1,8 @@
 """`data.task: sequence-classification`: a text, or a pair of texts, and one class label.
 
 The model is `AutoModelForSequenceClassification` with a new head sized to the label map.
-Metrics: loss, accuracy, macro-F1 and F1 per class; checkpoints are selected by macro-F1.
+Metrics: loss, accuracy, macro-F1 and F1 per class, and the temperature scaling fit on the eval
+logits with the calibration before and after it; checkpoints are selected by macro-F1.
 Serving returns the top label and one probability column per class.
 """
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 import torch
 
 from ftpipe.tasks.base import Evaluator, Problem, Rows, RowView, ServingTask, Tokens
+from ftpipe.tasks.calibration import calibration_metrics, fit_temperature, log_loss
 from ftpipe.tasks.labels import LabelMap
 
 PROB_PREFIX = "prob_"
@@ -25,20 +27,23 @@ PROB_PREFIX = "prob_"
 def classification_metrics(
     logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]
 ) -> dict[str, float]:
-    """Loss, accuracy, macro-F1 and `f1/<class>` for every class (classes absent count 0)."""
+    """Loss, accuracy, macro-F1 and `f1/<class>` for every class (classes absent count 0).
+
+    Also the temperature fit on these logits (`ftpipe.tasks.calibration`), with the ECE and
+    log loss before and after it: the export stores that temperature.
+    """
     from sklearn.metrics import f1_score
 
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     predicted = logits.argmax(axis=1)
     per_class = f1_score(
         labels, predicted, labels=np.arange(len(names)), average=None, zero_division=0
     )
     return {
-        "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "loss": log_loss(logits, labels),
         "accuracy": float((predicted == labels).mean()),
         "macro_f1": float(per_class.mean()),
         **{f"f1/{name}": float(score) for name, score in zip(names, per_class, strict=True)},
+        **calibration_metrics(logits, labels, fit_temperature(logits, labels)),
     }
 
 

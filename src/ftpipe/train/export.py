@@ -10,7 +10,9 @@ What the directory holds depends on the strategy (`ftpipe.json` says which):
   linear head in `head.safetensors`, applied to the pooled features (`pooling`).
 
 Every export also holds the tokenizer, label_map.json, the resolved config (config.yaml),
-metrics.json and a model card (README.md). Weights are safetensors only.
+metrics.json and a model card (README.md). Weights are safetensors only. A classifier's
+manifest also holds `temperature`, fit on the eval split (`ftpipe.tasks.calibration`): its
+probabilities are softmax(logits / temperature).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ftpipe.tasks import SAFE_LOADING, LabelMap, Task, get_task
 from ftpipe.train.model import load_tokenizer_for_export
 
 MANIFEST = "ftpipe.json"
-EVAL_KEYS = ("loss", "accuracy", "macro_f1", "perplexity")
+EVAL_KEYS = ("loss", "accuracy", "macro_f1", "perplexity", "ece_raw", "ece_calibrated")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,11 @@ class Export:
         return self.manifest["kind"]
 
     @property
+    def temperature(self) -> float:
+        """What the logits are divided by before the softmax (1.0: no temperature scaling)."""
+        return float(self.manifest.get("temperature", 1.0))
+
+    @property
     def labels(self) -> LabelMap | None:
         """The label map, for labelled tasks."""
         return LabelMap.load(self.label_map_path) if self.task.labelled else None
@@ -132,6 +139,7 @@ def write_export(
         "base_model_revision": config.model.revision,
         "strategy": config.strategy.name,
         "task": config.data.task,
+        **export_temperature(config, metrics),
     }
     if isinstance(model, PooledClassifier):
         model.backbone.save_pretrained(directory)
@@ -159,6 +167,17 @@ def write_export(
     export.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (directory / "README.md").write_text(model_card(manifest, config, metrics))
     return directory
+
+
+def export_temperature(config: Config, metrics: dict[str, Any]) -> dict[str, float]:
+    """The manifest's `temperature`: the one the task fit on the eval logits, if it fits one.
+
+    None with `train.train_on_eval`: the eval rows were trained on, and a temperature fit on
+    rows the model has seen would make it more confident, not honest (1.0 applies).
+    """
+    if "temperature" not in metrics or config.train.train_on_eval:
+        return {}
+    return {"temperature": float(metrics["temperature"])}
 
 
 def load_export(export: Export) -> tuple[nn.Module, Any]:
@@ -228,11 +247,17 @@ def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]
         if k in EVAL_KEYS or k.startswith("f1/")
     )
     held_out = "training data included" if config.train.train_on_eval else "held-out split"
+    calibrated = (
+        f"Probabilities are softmax(logits / {manifest['temperature']:.4f}): temperature "
+        "scaling fit on the eval split (`temperature` in ftpipe.json).\n\n"
+        if "temperature" in manifest
+        else ""
+    )
     return (
         f"# {config.registry.model_name}\n\n"
         f"Fine-tuned by ftpipe from `{manifest['base_model']}` with the "
         f"`{manifest['strategy']}` strategy ({manifest['task']}).\n\n"
-        f"## Load\n\n```python\n{how}\n```\n\n"
+        f"## Load\n\n```python\n{how}\n```\n\n{calibrated}"
         f"## Evaluation ({held_out}, step {metrics.get('step')})\n\n"
         f"| metric | value |\n| --- | --- |\n{scores}\n\n"
         "## Training\n\nThe resolved config is in `config.yaml`; labels in `label_map.json`.\n"

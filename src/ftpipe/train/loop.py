@@ -28,6 +28,7 @@ from ftpipe.train.batching import BatchSource, eval_shard, rank_order
 from ftpipe.train.checkpoint import TrainerState, save_checkpoint
 from ftpipe.train.distributed import RankContext, init_distributed
 from ftpipe.train.export import write_export
+from ftpipe.train.head_fit import fit_head
 from ftpipe.train.model import load_base_model, zero3_paused
 from ftpipe.train.setup import Engine, RunPlan, build_engine, plan_run, resume_state
 
@@ -95,10 +96,14 @@ def train(
             order = rank_order(plan.train_split.lengths, config.seed, epoch, ctx.rank,
                                ctx.world_size, plan.batch.per_rank)  # fmt: skip
             order_epoch = epoch
-            if run.prepared.unfreeze is not None:
-                run.prepared.unfreeze(epoch)
-        per_rank = plan.batch.per_rank
-        progress.add(*train_step(run, order[index * per_rank : (index + 1) * per_rank], plan))
+        if run.prepared.unfreeze is not None:  # gradual unfreezing: before the step it joins
+            run.prepared.unfreeze.apply(step, plan.total_steps, announce=ctx.rank == 0)
+        if plan.head_fit:  # cached features: the run's one step fits the head to convergence
+            head, l2 = run.engine.module.classifier, config.train.weight_decay
+            progress.add(*fit_head(head, run.train_source, l2, announce=ctx.rank == 0))
+        else:
+            per_rank = plan.batch.per_rank
+            progress.add(*train_step(run, order[index * per_rank : (index + 1) * per_rank], plan))
         done = step + 1
         progress.log(done, run.scheduler)
         if not plan.evaluates_after(done, config.train.eval_every_steps):
@@ -132,8 +137,11 @@ def train(
     return progress.result(metrics, state, run.trainable_parameters)
 
 
-def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int, float]:
-    """One optimizer step over this rank's rows: (mean loss, real tokens, seconds)."""
+def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int, int, float]:
+    """One optimizer step over this rank's rows: (mean loss, rows, real tokens, seconds).
+
+    Rows and tokens count every rank's.
+    """
     started = time.perf_counter()
     run.engine.train()
     loss_sum, tokens = 0.0, 0
@@ -145,7 +153,7 @@ def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int
         loss_sum += loss.item() / plan.batch.accumulation
         if "attention_mask" in batch:
             tokens += int(batch["attention_mask"].sum()) * plan.batch.world_size
-    return loss_sum, tokens, time.perf_counter() - started
+    return loss_sum, plan.batch.global_batch, tokens, time.perf_counter() - started
 
 
 def track_best(state: TrainerState, metrics: dict[str, Any], plan: RunPlan, done: int) -> bool:
@@ -176,7 +184,7 @@ class Progress:
         self.train_seconds, self.rows, self.tokens = 0.0, 0, 0
         self.window_loss, self.window_steps = 0.0, 0
         self.started = time.perf_counter()  # the ETA counts evaluations and checkpoints too
-        if ctx.rank == 0:
+        if ctx.rank == 0 and not plan.head_fit:  # the head fit logs its own progress
             b = plan.batch
             log.info(
                 "Training %d steps (%d per epoch x %d epochs%s): global batch %d = %d micro x %d "
@@ -187,17 +195,17 @@ class Progress:
                 config.train.zero_stage,
             )  # fmt: skip
 
-    def add(self, loss: float, tokens: int, seconds: float) -> None:
+    def add(self, loss: float, rows: int, tokens: int, seconds: float) -> None:
         """Count one optimizer step."""
         self.train_seconds += seconds
-        self.rows += self.plan.batch.global_batch
+        self.rows += rows
         self.tokens += tokens
         self.window_loss += loss
         self.window_steps += 1
 
     def log(self, done: int, scheduler: Any) -> None:
         """Log the window's mean loss, the rates and the ETA when a line is due."""
-        if done % self.every and done != self.plan.total_steps:
+        if self.plan.head_fit or (done % self.every and done != self.plan.total_steps):
             return
         if self.ctx.rank == 0:
             steps_per_s = (done - self.start) / (time.perf_counter() - self.started)

@@ -2,7 +2,8 @@
 
 The export's tokenizer, `data.max_length` from its config, longest-first truncation and the
 padding training used (`ftpipe.tasks.pad_rows`), so an export scores here what it scored in
-training. The task says what a row's prediction is.
+training. Probabilities apply the export's temperature (softmax(logits / T)). The task says
+what a row's prediction is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from ftpipe.errors import FtpipeError
 from ftpipe.tasks import ServingTask, pad_rows
+from ftpipe.tasks.calibration import softmax
 from ftpipe.train.export import Export, load_export
 
 
@@ -44,6 +46,11 @@ class Predictor:
         """The export's manifest."""
         return self.export.manifest
 
+    @property
+    def temperature(self) -> float:
+        """The export's temperature: probabilities are softmax(logits / temperature)."""
+        return self.export.temperature
+
     @classmethod
     def load(cls, directory: str | Path, batch_size: int = 64, what: str = "predict") -> Predictor:
         """Load an export directory (any kind: transformers, peft, pooled-classifier).
@@ -69,7 +76,11 @@ class Predictor:
         )
 
     def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        """Class probabilities [rows, classes] for texts (and second texts for pair models).
+        """Class probabilities [rows, classes]: softmax(logits / temperature), float32."""
+        return softmax(self.logits(texts, pairs), self.temperature).astype(np.float32)
+
+    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """The model's logits [rows, classes] for texts (and second texts for pair models).
 
         Rows are batched by length, so padding stays short, and returned in input order.
         """
@@ -101,8 +112,7 @@ class Predictor:
                     0
                 ]
             with torch.inference_mode():
-                logits = predict_logits(self.model, batch)
-            out[rows] = torch.softmax(logits, dim=-1).numpy()
+                out[rows] = predict_logits(self.model, batch).numpy()
         return out
 
     def frame(self, probabilities: np.ndarray) -> pd.DataFrame:

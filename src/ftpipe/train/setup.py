@@ -20,7 +20,6 @@ from ftpipe.data.features import cached_features
 from ftpipe.data.prepared import PreparedData, Split
 from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.strategies import Prepared, prepare
-from ftpipe.strategies.feature_extraction import PooledClassifier
 from ftpipe.strategies.layers import true_numel
 from ftpipe.strategies.param_groups import param_groups
 from ftpipe.strategies.schedules import build_scheduler
@@ -28,6 +27,7 @@ from ftpipe.train.batching import BatchSource
 from ftpipe.train.checkpoint import TrainerState, load_checkpoint
 from ftpipe.train.deepspeed import BatchPlan, batch_plan, deepspeed_config, resolve_precision
 from ftpipe.train.distributed import RankContext
+from ftpipe.train.head_fit import fits_cached_head
 from ftpipe.train.model import load_base_model
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class RunPlan:
         total_steps: Optimizer steps of the whole run.
         precision: fp32, bf16 or fp16, as resolved on this hardware.
         ds_config: The DeepSpeed config.
+        head_fit: Feature extraction on the feature cache: the run's one step fits the head
+            to convergence on the whole cache (train/head_fit.py).
     """
 
     train_split: Split
@@ -58,6 +60,7 @@ class RunPlan:
     total_steps: int
     precision: str
     ds_config: dict[str, Any]
+    head_fit: bool
 
     def evaluates_after(self, done: int, every: int | None) -> bool:
         """Whether the run evaluates (and checkpoints) after `done` steps."""
@@ -86,13 +89,16 @@ def plan_run(config: Config, data: PreparedData, ctx: RankContext) -> RunPlan:
     total_steps = steps_per_epoch * config.train.epochs
     if config.train.max_steps:
         total_steps = min(total_steps, config.train.max_steps)
+    head_fit = fits_cached_head(config)
+    if head_fit:  # one full-batch fit to convergence replaces the epochs of steps
+        steps_per_epoch = total_steps = 1
     precision = resolve_precision(config.train, ctx.device)
     problem = precision_problem(config.strategy.name, precision)
     if problem is not None:
         raise ConfigError(problem)
     ds_config = deepspeed_config(config.train, plan, precision)
     return RunPlan(train_split, eval_split, metric, higher, plan, steps_per_epoch, total_steps,
-                   precision, ds_config)  # fmt: skip
+                   precision, ds_config, head_fit)  # fmt: skip
 
 
 @dataclass
@@ -131,7 +137,7 @@ def build_engine(config: Config, data: PreparedData, ctx: RankContext, plan: Run
     pad_id = model.config.pad_token_id
     train_source = BatchSource(plan.train_split, pad_id, data.task)
     eval_source = BatchSource(plan.eval_split, pad_id, data.task)
-    if isinstance(prepared.model, PooledClassifier) and config.train.feature_cache:
+    if plan.head_fit:
         splits = {"train": plan.train_split, "eval": plan.eval_split}
         train_source, eval_source = _cached_sources(config, data, splits, prepared.model, ctx)
 

@@ -27,12 +27,13 @@ import yaml
 from ftpipe.artifacts import absolute, absolute_tracking_uri, localize
 from ftpipe.config import Config
 from ftpipe.config.load import apply_overrides, validate_config
+from ftpipe.config.rules import rules_for
 from ftpipe.config.schema import canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import FtpipeError
 from ftpipe.train.outcome import Outcome, finish
 from ftpipe.tune.report import stop_reason, trial_rows, write_plots, write_results
-from ftpipe.tune.space import parse_space
+from ftpipe.tune.space import Sampler, parse_space
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
                 metric=metric,
                 mode=mode,
                 search_alg=_search(config, metric, mode),
-                scheduler=_scheduler(config),
+                scheduler=_scheduler(config, samplers),
                 num_samples=config.tune.num_trials,
                 max_concurrent_trials=config.tune.max_concurrent_trials,
                 time_budget_s=config.tune.time_budget_s,
@@ -271,18 +272,45 @@ def _search(config: Config, metric: str, mode: str):
     )
 
 
-def _scheduler(config: Config):
+HYPERBAND_BRACKETS = 3
+"""Brackets of `tune.scheduler=hyperband`: the first cut after 1x, 3x, 9x the grace period."""
+
+
+def _scheduler(config: Config, samplers: dict[str, Sampler]):
     if config.tune.scheduler == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    # Evaluations are the time axis: one per epoch end or train.eval_every_steps.
+    grace = grace_epochs(config, samplers)
+    brackets = HYPERBAND_BRACKETS if config.tune.scheduler == "hyperband" else 1
+    log.info("Sweep scheduler: %s, first cut after %g epoch(s)", config.tune.scheduler, grace)
+    # Epochs, not evaluations, are the time axis: the first cut comes after the same share of
+    # training whatever train.eval_every_steps is.
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr="epoch",
         max_t=10**6,
-        grace_period=config.tune.grace_period,
+        grace_period=grace,
         reduction_factor=config.tune.reduction_factor,
+        brackets=brackets,
     )
+
+
+def grace_epochs(config: Config, samplers: dict[str, Sampler]) -> float:
+    """Epochs every trial trains before the scheduler may stop it (`tune.grace_period`).
+
+    Unset, it comes from the strategies the sweep tries: slow starters (adapters, virtual
+    tokens) trail the others early and catch up late, so a cut after one epoch would favour
+    whatever starts fast over what ends well. They get half the training, at least an epoch.
+    """
+    if config.tune.grace_period is not None:
+        return config.tune.grace_period
+    sampled = samplers.get("strategy.name")
+    strategies = sampled.args if sampled is not None else (config.strategy.name,)
+    if not any(rules_for(name).slow_start for name in strategies):
+        return 1.0
+    epochs = samplers.get("train.epochs")
+    longest = max(epochs.edge_values()) if epochs is not None else config.train.epochs
+    return max(1.0, longest / 2)
 
 
 def _final_step(config, best_config, checkpoint, directory, metrics) -> Outcome | None:

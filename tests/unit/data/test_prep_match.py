@@ -74,6 +74,8 @@ def test_train_refuses_another_input_or_label_column_naming_both_values(prepared
         ("data.text_pair_column=other", "data.text_pair_column"),
         ("model.revision=main", "model.revision"),
         ("data.eval_fraction=0.5", "data.eval_fraction"),
+        ("data.test_fraction=0.2", "data.test_fraction"),
+        ("data.test=/elsewhere/test.csv", "data.test"),
     ],
 )
 def test_tune_refuses_any_key_that_defines_the_prepared_data(prepared, override, key):

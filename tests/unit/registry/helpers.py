@@ -61,7 +61,9 @@ def swap(labels: np.ndarray, predicted: np.ndarray, fix: int, spoil: int, seed: 
     return out
 
 
-def write_evaluation(directory: Path, frame: pd.DataFrame, fingerprint: str, **metrics: float):
+def write_evaluation(
+    directory: Path, frame: pd.DataFrame, fingerprint: str, split: str = "eval", **metrics: float
+):
     """An `Evaluation` on disk, as `ftpipe evaluate` leaves it (predictions + summary)."""
     from ftpipe.stages.evaluate import Evaluation
 
@@ -74,6 +76,7 @@ def write_evaluation(directory: Path, frame: pd.DataFrame, fingerprint: str, **m
         rows=len(frame),
         metrics={"accuracy": accuracy, "macro_f1": accuracy, "ece": 0.0, **metrics},
         output_dir=str(directory),
+        split=split,
     )
     evaluation.save()
     return evaluation

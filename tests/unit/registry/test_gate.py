@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from ftpipe.registry.gate import Policy, Scored, bootstrap, confusion, decide, metric_value
+from ftpipe.registry.gate import (
+    OPTIMISTIC,
+    Policy,
+    Scored,
+    bootstrap,
+    confusion,
+    decide,
+    metric_value,
+)
 from tests.unit.registry.helpers import corrupt, swap
 
 NAMES = ("billing", "refund", "shipping")
@@ -136,3 +144,20 @@ def test_the_bootstrap_is_seeded_and_paired():
     # Both models see the same resampled rows: identical models never differ.
     np.testing.assert_array_equal(first[:, 0], first[:, 1])
     assert first[:, 0].std() > 0.005  # the rows really are resampled
+
+
+def test_a_decision_on_eval_says_its_interval_is_optimistic_and_one_on_test_does_not():
+    labels = held_out()
+    champion = corrupt(labels, 0.8, len(NAMES), seed=1)
+    challenger = swap(labels, champion, fix=45, spoil=2, seed=3)
+    on_test = decide(scored(labels, challenger), scored(labels, champion), Policy(), "test")
+    on_eval = decide(scored(labels, challenger), scored(labels, champion), Policy())
+    assert (on_test.split, on_test.optimistic) == ("test", False)
+    assert (on_eval.split, on_eval.optimistic) == ("eval", True)  # eval unless told otherwise
+    assert OPTIMISTIC not in on_test.reason and on_eval.reason.endswith(OPTIMISTIC)
+    # The numbers are the same; only what they are worth differs.
+    assert (on_test.promote, on_test.ci_low, on_test.ci_high) == (
+        on_eval.promote, on_eval.ci_low, on_eval.ci_high,
+    )  # fmt: skip
+    first = decide(scored(labels, challenger), None, Policy(), "test")
+    assert "on the test split" in first.reason and not first.optimistic

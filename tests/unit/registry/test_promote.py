@@ -32,11 +32,13 @@ def config(make_config, tracking_uri, model_name):
     return with_registry(make_config(train="unused.csv"), tracking_uri, model_name)
 
 
-def new_version(config, tmp_path, predicted, fingerprint=FINGERPRINT, **metrics) -> str:
+def new_version(
+    config, tmp_path, predicted, fingerprint=FINGERPRINT, split="eval", **metrics
+) -> str:
     """Evaluate (synthetically), log the evaluation to a run, register a version of it."""
     frame = synthetic_predictions(LABELS, predicted, NAMES)
     directory = tmp_path / f"eval-{time.monotonic_ns()}"
-    evaluation = write_evaluation(directory, frame, fingerprint, **metrics)
+    evaluation = write_evaluation(directory, frame, fingerprint, split, **metrics)
     evaluation.run_id = log_evaluation(evaluation, config)
     client = MlflowClient(config.registry.tracking_uri)
     version = add_version(
@@ -150,3 +152,33 @@ def test_a_stale_lock_of_a_dead_process_is_broken(config, tmp_path):
 
     assert promote(config, v1).changed
     assert client.search_registered_models(f"name LIKE '{lock}%'") == []  # broken, then released
+
+
+def test_the_evidence_names_the_split_and_an_eval_split_is_called_optimistic(
+    config, tmp_path, caplog
+):
+    from ftpipe.registry.gate import OPTIMISTIC
+
+    predicted = corrupt(LABELS, 0.8, 3, seed=1)
+    on_test = new_version(config, tmp_path, predicted, split="test")
+    client = MlflowClient(config.registry.tracking_uri)
+    tags = client.get_model_version(config.registry.model_name, on_test).tags
+    record = json.loads(tags[f"ftpipe.eval.{FINGERPRINT[:16]}"])
+    assert record["split"] == "test"
+    with caplog.at_level("WARNING", logger="ftpipe.registry.promote"):
+        result = promote(config, on_test, dry_run=True)
+    assert result.decision.split == "test" and result.decision.optimistic is False
+    assert "on the test split" in result.decision.reason
+    assert OPTIMISTIC not in result.decision.reason and not caplog.records
+
+    # Without a test split the gate still decides, on eval, and says the interval is optimistic.
+    on_eval = new_version(config, tmp_path, predicted, fingerprint="c" * 64)
+    with caplog.at_level("WARNING", logger="ftpipe.registry.promote"):
+        result = promote(config, on_eval)
+    assert result.changed and result.decision.optimistic
+    assert result.decision.reason.endswith(OPTIMISTIC)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and OPTIMISTIC in warned[0] and f"Version {on_eval}" in warned[0]
+    tags = gate_tags(config, on_eval)
+    assert (tags["split"], tags["optimistic"]) == ("eval", "true")
+    assert tags["reason"].endswith(OPTIMISTIC)

@@ -17,6 +17,7 @@ from ftpipe.registry.tracking import TrainingRun, log_evaluation
 from ftpipe.registry.versions import register
 from ftpipe.stages.evaluate import evaluate_model, load_heldout
 from ftpipe.stages.predict import resolve_model
+from ftpipe.train.export import Export
 from ftpipe.train.local import train_local
 from ftpipe.train.outcome import read_record
 from ftpipe.train.predictor import Predictor
@@ -164,6 +165,8 @@ def test_the_registered_model_loads_back_and_predicts_like_the_export(
     pd.testing.assert_frame_equal(served, local, atol=1e-4, check_dtype=False)
 
     downloaded = resolve_model(uri, tracking_uri)
+    # The temperature travels with the logged model: served probabilities are calibrated.
+    assert Export.open(downloaded).temperature == predictor.temperature != 1.0
     if strategy == "lora":  # the adapter alone, on the base model the manifest names
         assert not (downloaded / "model.safetensors").exists()
         assert (downloaded / "adapter" / "adapter_model.safetensors").exists()

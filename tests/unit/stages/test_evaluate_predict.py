@@ -11,6 +11,7 @@ import pytest
 
 from ftpipe.stages.evaluate import evaluate_model, heldout_fingerprint, load_heldout
 from ftpipe.stages.predict import default_output, predict_file
+from ftpipe.tasks.calibration import softmax
 from ftpipe.tasks.classification_report import expected_calibration_error
 from ftpipe.train.predictor import Predictor
 from tests.helpers import write_csv
@@ -41,7 +42,12 @@ def test_evaluate_reproduces_the_training_metrics_and_writes_its_files(trained, 
     m = evaluation.metrics
     assert m["accuracy"] == pytest.approx(training["accuracy"], abs=1e-9)
     assert m["macro_f1"] == pytest.approx(training["macro_f1"], abs=1e-9)
-    assert m["loss"] == pytest.approx(training["loss"], rel=1e-4)
+    assert m["loss_raw"] == pytest.approx(training["loss"], rel=1e-4)
+    # Served probabilities apply the temperature training fit on this same eval split.
+    assert m["temperature"] == pytest.approx(training["temperature"], rel=1e-9)
+    for key in ("ece_raw", "ece_calibrated", "loss_calibrated"):
+        assert m[key] == pytest.approx(training[key], rel=1e-4, abs=1e-6), key
+    assert (m["loss"], m["ece"]) == pytest.approx((m["loss_calibrated"], m["ece_calibrated"]))
     for name in ("good", "bad"):
         assert m[f"f1/{name}"] == pytest.approx(training[f"f1/{name}"], abs=1e-9)
         assert 0 <= m[f"precision/{name}"] <= 1 and 0 <= m[f"recall/{name}"] <= 1
@@ -55,6 +61,52 @@ def test_evaluate_reproduces_the_training_metrics_and_writes_its_files(trained, 
     assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert summary["fingerprint"] == heldout.fingerprint and summary["rows"] == len(predictions)
+
+
+def test_evaluate_scores_the_test_split_when_prep_held_one_out_and_says_which(trained, tmp_path):
+    from ftpipe.config import apply_overrides
+    from ftpipe.config.load import validate_config
+    from ftpipe.data import run_prep
+
+    config, model_dir = trained("full")
+    predictor = Predictor.load(model_dir)
+    assert load_heldout(config.data.output_dir).split == "eval"  # no test split: eval
+
+    raw = config.model_dump(mode="json")
+    with_test = validate_config(apply_overrides(raw, [
+        "data.test_fraction=0.2", f"data.output_dir={tmp_path / 'prep'}",
+    ]))  # fmt: skip
+    run_prep(with_test)
+    heldout = load_heldout(with_test.data.output_dir)
+    test_texts = pd.read_parquet(tmp_path / "prep" / "test")["text"].tolist()
+    assert heldout.split == "test" and heldout.texts == test_texts
+
+    evaluation = evaluate_model(
+        predictor, heldout, tmp_path / "eval", str(model_dir), latency_rows=0
+    )
+    assert evaluation.split == "test" and evaluation.rows == len(test_texts)
+    summary = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert summary["split"] == "test"
+
+
+def test_predictions_divide_the_logits_by_the_exports_temperature(trained, tmp_path):
+    import shutil
+
+    _, model_dir = trained("full")
+    texts = ["good hello help please", "bad late crash twice", "hello crash"]
+    sharper = shutil.copytree(model_dir, tmp_path / "model")
+    manifest = json.loads((sharper / "ftpipe.json").read_text())
+    (sharper / "ftpipe.json").write_text(json.dumps(manifest | {"temperature": 0.5}))
+
+    original, changed = Predictor.load(model_dir), Predictor.load(sharper)
+    assert original.temperature == manifest["temperature"] and changed.temperature == 0.5
+    logits = original.logits(texts)
+    np.testing.assert_allclose(changed.logits(texts), logits, rtol=1e-6)
+    for predictor in (original, changed):
+        expected = softmax(logits / predictor.temperature)
+        np.testing.assert_allclose(predictor.probabilities(texts), expected, rtol=1e-5)
+    assert (changed.frame(changed.probabilities(texts))["label"]
+            == original.frame(original.probabilities(texts))["label"]).all()  # fmt: skip
 
 
 def test_the_held_out_fingerprint_covers_texts_labels_and_order():

@@ -113,3 +113,16 @@ def test_recommend_without_prep_says_to_run_it(tmp_path):
     result = ftpipe("recommend", "-c", "configs/demo.yaml", f"data.output_dir={tmp_path / 'none'}")
     assert result.returncode == 2
     assert "Run `ftpipe prep` with the same config first" in " ".join(result.stderr.split())
+
+
+def test_a_head_only_sweep_tunes_the_l2_strength_by_the_data_size():
+    from ftpipe.tune.space import parse_space
+
+    config = validate_config({"data": {"train": "x.csv"}})
+    ranges = []
+    for smallest in (50, 500):
+        space = decide(config, measured(smallest, 0.9), num_blocks=6).search_space
+        ranges.append(parse_space(config, space)["train.weight_decay"].args)
+    # C = 1 / (rows * weight_decay) spans 0.1 to 100 in scikit-learn's terms, whatever the rows.
+    for (low, high), rows in zip(ranges, (150, 1500), strict=True):
+        assert (1 / (rows * high), 1 / (rows * low)) == pytest.approx((0.1, 100), rel=0.05)

@@ -214,13 +214,14 @@ def check_gradual_unfreezing(prepared, task: str) -> None:
     layout = prepared.layout
     top_block = layout.blocks[-1][1]
     assert not any(p.requires_grad for p in top_block.parameters())
-    assert prepared.unfreeze(1) == 1
+    schedule, total = prepared.unfreeze, 100
+    assert schedule.apply(-(-total // (2 * len(schedule.groups))), total) == 1
     assert all(p.requires_grad for p in top_block.parameters())
     assert not any(p.requires_grad for p in layout.blocks[0][1].parameters())
     before = [p.detach().clone() for p in top_block.parameters()]
     step(prepared.model, param_groups(prepared, config_for("gradual-unfreezing", task).train), task)
     assert any(not torch.equal(p, b) for p, b in zip(top_block.parameters(), before, strict=True))
-    assert prepared.unfreeze(99) == layout.num_blocks + 1
+    assert schedule.apply(total // 2, total) == layout.num_blocks + 1
     assert all(p.requires_grad for p in prepared.model.parameters())
 
 
