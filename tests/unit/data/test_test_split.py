@@ -157,8 +157,15 @@ def test_impossible_test_settings_are_refused(make_config, data, expected):
 
 
 def test_shares_are_only_summed_when_both_come_from_train(make_config):
-    make_config(train="train.csv", eval="eval.csv", eval_fraction=0.5, test_fraction=0.6)
-    make_config(train="train.csv", test="test.csv", eval_fraction=0.9)
+    with pytest.raises(ConfigError, match=r"data\.eval_fraction \(0\.5\) plus data\.test_fraction"):
+        make_config(train="train.csv", eval_fraction=0.5, test_fraction=0.6)
+    # With eval or test given as a file, only one share comes off train: nothing to add up.
+    eval_file = make_config(
+        train="train.csv", eval="eval.csv", eval_fraction=0.5, test_fraction=0.6
+    )
+    assert (eval_file.data.eval, eval_file.data.test_fraction) == ("eval.csv", 0.6)
+    test_file = make_config(train="train.csv", test="test.csv", eval_fraction=0.9)
+    assert (test_file.data.test, test_file.data.eval_fraction) == ("test.csv", 0.9)
 
 
 def test_a_test_file_that_is_a_copy_of_train_or_eval_is_refused(tmp_path, make_config, rows):
