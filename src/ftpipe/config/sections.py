@@ -70,6 +70,11 @@ class TrainConfig(Section):
     batch_size: int = Field(default=32, ge=1)
     """Global batch size: micro_batch_size x gradient accumulation x workers."""
 
+    group_by_length: bool = False
+    """Fill each step with rows of similar length (sorted within pools of 64 steps, the steps
+    then shuffled): far less padding, so short-text data such as SST-2 trains about twice as
+    fast. Each step is then a slice of a random pool, not a random sample."""
+
     micro_batch_size: int | None = Field(default=None, ge=1)
     """Rows per worker per forward pass; null is batch_size / workers (no accumulation).
     Smaller values trade speed for memory through gradient accumulation."""

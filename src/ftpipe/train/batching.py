@@ -16,9 +16,18 @@ import torch
 from ftpipe.data.prepared import Split, batches
 from ftpipe.tasks import Task
 
+POOL_STEPS = 64
+"""With `group_by_length`, rows are sorted by length within pools of this many steps."""
+
 
 def rank_order(
-    lengths: np.ndarray, seed: int, epoch: int, rank: int, world_size: int, per_rank: int
+    lengths: np.ndarray,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    per_rank: int,
+    group_by_length: bool = False,
 ) -> np.ndarray:
     """This rank's rows for one epoch, `per_rank` per step, in the order it reads them.
 
@@ -39,10 +48,20 @@ def rank_order(
         rank: This rank.
         world_size: Number of ranks.
         per_rank: Rows each rank reads per optimizer step (micro-batch x accumulation).
+        group_by_length: Sort the shuffle by length within pools of `POOL_STEPS` steps, then
+            shuffle the steps, so each step holds rows of similar length (little padding).
     """
-    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
     step = per_rank * world_size
+    if group_by_length:
+        pool = step * POOL_STEPS
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            order[start : start + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
     steps = order[: len(order) // step * step].reshape(-1, step)
+    if group_by_length:  # else every epoch would run from short steps to long ones
+        steps = steps[rng.permutation(len(steps))]
     by_length = np.take_along_axis(steps, np.argsort(lengths[steps], axis=1, kind="stable"), 1)
     return by_length[:, rank::world_size].reshape(-1)
 

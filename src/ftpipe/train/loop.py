@@ -94,7 +94,8 @@ def train(
         epoch, index = divmod(step, plan.steps_per_epoch)
         if epoch != order_epoch:  # each epoch has its own seeded order (so resume is exact)
             order = rank_order(plan.train_split.lengths, config.seed, epoch, ctx.rank,
-                               ctx.world_size, plan.batch.per_rank)  # fmt: skip
+                               ctx.world_size, plan.batch.per_rank,
+                               config.train.group_by_length)  # fmt: skip
             order_epoch = epoch
         if run.prepared.unfreeze is not None:  # gradual unfreezing: before the step it joins
             run.prepared.unfreeze.apply(step, plan.total_steps, announce=ctx.rank == 0)

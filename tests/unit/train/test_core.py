@@ -179,6 +179,29 @@ def test_steps_keep_the_shuffles_rows_and_deal_them_by_length():
         assert max(tokens) - min(tokens) <= lengths[expected].max() - lengths[expected].min()
 
 
+def test_length_grouped_steps_read_every_row_once_with_less_padding():
+    from ftpipe.train.batching import rank_order
+
+    lengths = np.random.default_rng(0).integers(2, 64, size=4096)
+    per_rank, world = 8, 2
+
+    def padded_tokens(grouped: bool) -> tuple[int, list[int]]:
+        shards = [rank_order(lengths, 5, 0, r, world, per_rank, grouped) for r in range(world)]
+        batches = [shard.reshape(-1, per_rank) for shard in shards]
+        padded = sum(int(lengths[b].max(axis=1).sum()) * per_rank for b in batches)
+        return padded, sorted(np.concatenate(shards).tolist())
+
+    plain, plain_rows = padded_tokens(False)
+    grouped, grouped_rows = padded_tokens(True)
+    assert grouped_rows == plain_rows == list(range(4096))  # the same rows, each once
+    assert grouped < 0.6 * plain  # a random step pads to its longest row; a grouped one barely
+    again = rank_order(lengths, 5, 0, 0, world, per_rank, True)
+    assert np.array_equal(again, rank_order(lengths, 5, 0, 0, world, per_rank, True))
+    # the steps are shuffled, so an epoch does not run from its shortest rows to its longest
+    step_lengths = lengths[again.reshape(-1, per_rank)].mean(axis=1)
+    assert not np.all(np.diff(step_lengths) >= 0)
+
+
 def test_early_stopping_keeps_the_best_and_bounds_the_checkpoints(tmp_path, tiny_model_dir):
     # Loss on a separable set keeps falling; accuracy saturates at 1.0 and then ties, so
     # early stopping on accuracy stops a few evaluations after it first reaches the top.
