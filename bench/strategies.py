@@ -2,17 +2,17 @@
 
 A bounded budget: a stratified subsample of the training split (`--train-rows`, default
 2,000), the full 872-row dev set, max_length 64, one epoch per strategy (the head of
-feature extraction trains `--head-epochs` epochs on cached features). Side by side:
+feature extraction is fit to convergence on cached features, L-BFGS). Side by side:
 
 * columns: feature-extraction (cached), freeze-k (the lower half frozen), LoRA (r=8), full;
-* rows: dev accuracy, trainable parameters, wall time per epoch;
-* head training on cached features versus the same loop on a live frozen backbone.
+* rows: dev accuracy, trainable parameters, wall time per epoch (the cached head: its fit);
+* the converged head on cached features versus AdamW epochs on a live frozen backbone.
 
 Every run goes through the training core of `ftpipe train` (ftpipe.train.loop: DeepSpeed,
 the strategy's parameter groups and schedule) in this process, one worker. Results replace
 the strategies section of docs/benchmarks.md.
 
-Usage: .venv/bin/python bench/strategies.py [--train-rows 2000] [--head-epochs 20]
+Usage: .venv/bin/python bench/strategies.py [--train-rows 2000] [--live-epochs 2]
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ def run(data: PreparedData, workdir: Path, *overrides: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, default=2000, help="Training rows (balanced).")
-    parser.add_argument("--head-epochs", type=int, default=20, help="Epochs of the cached head.")
     parser.add_argument("--live-epochs", type=int, default=2, help="Epochs of the live head.")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
@@ -92,11 +91,12 @@ def main() -> None:
     dev = data.splits["eval"]
     seed = f"seed={args.seed}"
 
-    # Feature extraction: the same head, trained on the cache versus on a live backbone.
-    fe = ("strategy.name=feature-extraction", "train.head_lr=1e-2", "train.weight_decay=0", seed)
-    cached = run(data, workdir, *fe, f"train.epochs={args.head_epochs}")
-    short_cached = run(data, workdir, *fe, f"train.epochs={args.live_epochs}")
-    live = run(data, workdir, *fe, f"train.epochs={args.live_epochs}", "train.feature_cache=false")
+    # Feature extraction: the converged head on the cache versus AdamW epochs on a live
+    # backbone (the cache is filled by the first run, outside its timing).
+    fe = ("strategy.name=feature-extraction", seed)
+    cached = run(data, workdir, *fe, "train.epochs=1")  # one convergent fit, whatever epochs
+    live = run(data, workdir, *fe, "train.head_lr=1e-2", "train.weight_decay=0",
+               f"train.epochs={args.live_epochs}", "train.feature_cache=false")  # fmt: skip
 
     half = 3  # MiniLM has 6 blocks: freeze the lower half, as recommend does
     full_lrs = ("train.lr=1e-4", "train.head_lr=1e-3")
@@ -116,14 +116,15 @@ def main() -> None:
         ),
         "full": run(data, workdir, "strategy.name=full", *full_lrs, "train.epochs=1", seed),
     }
-    cached_epoch, live_epoch = short_cached["epoch_seconds"], live["epoch_seconds"]
+    cached_fit, live_epoch = cached["epoch_seconds"], live["epoch_seconds"]
     names = list(runs)
     lines = [
         f"GLUE SST-2: {len(train_split):,} balanced training rows (seed {args.seed}) from the "
         "prepped "
         f"train split, evaluated on all {len(dev)} dev rows; packaged all-MiniLM-L6-v2, "
         f"max_length 64, batch {BATCH}, AdamW, one epoch per strategy with linear warmup/decay "
-        f"(feature extraction: {args.head_epochs} head epochs on cached mean-pooled features), "
+        "(feature extraction: a head fit to convergence on cached mean-pooled features, "
+        "L-BFGS, L2 0.01), "
         "all through the training core of `ftpipe train` (DeepSpeed, one worker).",
         "",
         "| | " + " | ".join(names) + " |",
@@ -134,15 +135,16 @@ def main() -> None:
         + " | ".join(f"{runs[n]['epoch_seconds']:.2f} s" for n in names)
         + " |",
         "",
-        "Head training, cached features versus a live frozen backbone (same loop, same seed, "
-        f"{args.live_epochs} epochs each):",
+        "Head training: the converged fit on cached features versus AdamW on a live frozen "
+        f"backbone (lr 1e-2, {args.live_epochs} epochs, same seed):",
         "",
-        "| | cached | live backbone |",
+        "| | cached, converged | live backbone |",
         "| --- | ---: | ---: |",
-        f"| wall time per epoch | {cached_epoch * 1000:.0f} ms | {live_epoch:.2f} s |",
-        f"| dev accuracy | {short_cached['accuracy']:.1%} | {live['accuracy']:.1%} |",
+        f"| wall time | {cached_fit:.2f} s (the whole fit) | {live_epoch:.2f} s per epoch |",
+        f"| dev accuracy | {cached['accuracy']:.1%} | {live['accuracy']:.1%} |",
         "",
-        f"Cached head epochs are {live_epoch / cached_epoch:,.0f}x faster (target: at least 10x). "
+        f"The whole converged fit takes {cached_fit / live_epoch:.2f}x the time of one live "
+        "epoch (target for cached head epochs: at least 10x faster). "
         "The cache is filled once, before the first run; later runs and sweep trials hit it. "
         "Anchors: "
         "MiniLM-L6 full fine-tuning reaches 91.5 on the full data; a linear probe on frozen BERT "

@@ -149,9 +149,10 @@ class RecommendConfig(Section):
     """`ftpipe recommend`: how measured data size and similarity map to a strategy.
 
     Data is large when its smallest class has at least `large_per_class` rows. It is similar
-    to the pretraining data when a linear probe on frozen features beats the majority class by
-    `similar_probe_lift` of the possible margin, and the tokenizer sees few unknown tokens and
-    few pieces per word.
+    to the pretraining data when its text lies near the shipped reference prose (embedding
+    distance, and pseudo-perplexity where the checkpoint has a masked-LM head) and the
+    tokenizer sees few unknown tokens and few pieces per word. Within a case, a linear probe on
+    frozen features says how easy the task is on them.
     """
 
     probe_rows: int = Field(default=2000, ge=20)
@@ -165,6 +166,18 @@ class RecommendConfig(Section):
 
     similar_probe_lift: float = Field(default=0.6, gt=0.0, le=1.0)
     """Probe lift, (accuracy - majority) / (1 - majority), from which data counts as similar."""
+
+    max_embedding_distance: float = Field(default=0.25, gt=0.0, le=2.0)
+    """Cosine distance between the data's mean embedding and the reference prose's above which
+    data counts as dissimilar (calibration in README.md)."""
+
+    max_perplexity_ratio: float = Field(default=4.0, gt=0.0)
+    """Masked-LM pseudo-perplexity, the data's over the reference's, above which data counts as
+    dissimilar; measured only where the checkpoint ships its masked-LM head."""
+
+    perplexity_rows: int = Field(default=64, ge=1)
+    """Rows of the data and of the reference scored for pseudo-perplexity (one forward pass per
+    token)."""
 
     max_unknown_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     """Unknown-token rate (from prep) above which data counts as dissimilar."""

@@ -1,16 +1,20 @@
 """`ftpipe recommend`: pick a strategy from measurements of the data, not from folklore.
 
-Two axes decide it (see RecommendConfig for the thresholds):
+Two axes decide the case (see RecommendConfig for the thresholds):
 
 * **size**: rows in the smallest class;
-* **similarity to pretraining**: how well a linear probe on frozen pooled features separates
-  the classes (cross-validated, as lift over always guessing the majority class), plus prep's
-  unknown-token rate and word pieces per word (text far from the pretraining corpus splits
-  into more pieces and hits the unknown token more often).
+* **similarity to pretraining**, measured without labels (ftpipe.strategies.domain): how far
+  the text's mean embedding lies from shipped reference prose, the masked-LM pseudo-perplexity
+  against the reference's where the checkpoint has that head, and prep's unknown-token rate and
+  word pieces per word (text far from the pretraining corpus splits into more pieces and hits
+  the unknown token more often).
+
+A linear probe on frozen pooled features (cross-validated, as lift over always guessing the
+majority class) says how easy the task is on frozen features; it picks within a case.
 
 | | similar | dissimilar |
 | --- | --- | --- |
-| small | feature-extraction (frozen features work) | freeze the lower half |
+| small | feature-extraction if the probe separates the classes, else LoRA | freeze the lower half |
 | large | full fine-tuning, small lr | full fine-tuning, higher lr, longer |
 """
 
@@ -30,6 +34,7 @@ from ftpipe.data.features import extract_features, pooling_for
 from ftpipe.data.prepared import PreparedData, load_prepared
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
+from ftpipe.strategies.domain import measure_domain
 from ftpipe.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,9 @@ class Measurements:
     probe_lift: float
     unknown_token_rate: float
     pieces_per_word: float
+    embedding_distance: float
+    perplexity_ratio: float | None
+    perplexity_note: str
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ def run_recommend(config: Config) -> Recommendation:
 
 
 def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
-    """Class sizes, a cross-validated linear probe on frozen features, and tokenizer signals."""
+    """Class sizes, a cross-validated probe on frozen features, and the domain signals."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -165,6 +173,7 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
     scores = cross_val_score(probe, features, labels, cv=splitter)
+    domain = measure_domain(config, backbone, train.subset(sample).input_ids)
     majority = float(np.bincount(labels).max() / len(labels))
     accuracy = float(scores.mean())
     stats = prepared.stats["splits"]["train"]
@@ -182,6 +191,11 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
         probe_lift=round((accuracy - majority) / max(1.0 - majority, 1e-9), 4),
         unknown_token_rate=stats["unknown_token_rate"],
         pieces_per_word=stats["pieces_per_word"],
+        embedding_distance=domain.embedding_distance,
+        perplexity_ratio=(
+            None if domain.perplexity_ratio is None else round(domain.perplexity_ratio, 3)
+        ),
+        perplexity_note=domain.pseudo_perplexity_note,
     )
 
 
@@ -193,66 +207,90 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
     vocab_ok = (
         m.unknown_token_rate <= t.max_unknown_rate and m.pieces_per_word <= t.max_pieces_per_word
     )
-    similar = probe_ok and vocab_ok
-    reasons = _reasons(config, m, large, probe_ok, vocab_ok)
-    # Say which signal failed: a vocabulary mismatch is a different problem from features that
-    # do not separate these particular classes.
+    near = m.embedding_distance <= t.max_embedding_distance and (
+        m.perplexity_ratio is None or m.perplexity_ratio <= t.max_perplexity_ratio
+    )
+    reasons = _reasons(config, m, large, probe_ok, vocab_ok, near)
+    # Say which signal failed: a vocabulary mismatch is a different problem from text whose
+    # words are familiar but whose language is not.
     mismatch = (
         "the text is far from the pretraining vocabulary"
         if not vocab_ok
-        else "the vocabulary matches pretraining but the frozen features separate these "
-        "classes only partly"
+        else "the text lies far from general English prose"
     )
-    half = max(num_blocks // 2, 1)
-    rows = max(sum(m.rows_per_class.values()), 1)
-    if not large and similar:
-        case, strategy, k = "small-similar", "feature-extraction", 0
-        lr, head_lr = (1e-5, 5e-5), (5e-4, 5e-3)
-        space = {
-            "strategy.name": "choice([feature-extraction, lora])",
-            "train.head_lr": f"loguniform({head_lr[0]:g}, {head_lr[1]:g})",
+    if large:
+        plan = _large_plan(near and vocab_ok, vocab_ok, mismatch)
+    else:
+        rows = max(sum(m.rows_per_class.values()), 1)
+        plan = _small_plan(near and vocab_ok, probe_ok, num_blocks, rows, mismatch)
+    case, strategy, k, lr, head_lr, space, reason = plan
+    return Recommendation(case, strategy, k, lr, head_lr, space, [*reasons, reason], m, num_blocks)
+
+
+_Range = tuple[float, float]
+_Plan = tuple[str, str, int, _Range, _Range, dict[str, str], str]
+"""case, strategy, freeze_layers, lr range, head lr range, search space, the reason."""
+
+
+def _loguniform(path: str, bounds: _Range) -> tuple[str, str]:
+    return path, f"loguniform({bounds[0]:g}, {bounds[1]:g})"
+
+
+def _small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, mismatch: str) -> _Plan:
+    """Small data: a head alone or LoRA on familiar text, else freeze the lower half."""
+    if similar and probe_ok:
+        head_lr = (5e-4, 5e-3)
+        space = dict([
+            ("strategy.name", "choice([feature-extraction, lora])"),
+            _loguniform("train.head_lr", head_lr),
             # The L2 strength of the cached head's convex fit, its one real knob: in
             # scikit-learn's terms C = 1 / (rows * weight_decay) from 0.1 to 100.
-            "train.weight_decay": f"loguniform({0.01 / rows:.2g}, {10 / rows:.2g})",
-        }
-        reasons.append("The frozen features already separate the classes, so train only a head.")
-    elif not large:
-        case, strategy, k = "small-dissimilar", "freeze", half
-        lr, head_lr = (1e-5, 5e-5), (1e-4, 1e-3)
-        depths = sorted({max(k - 1, 0), k, min(k + 1, num_blocks - 1)})
-        space = {
-            "strategy.name": "choice([freeze])",
-            "strategy.freeze_layers": f"choice({depths})",
-            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
-            "train.head_lr": f"loguniform({head_lr[0]:g}, {head_lr[1]:g})",
-        }
-        reasons.append(
-            f"Too little data to move every layer safely, and {mismatch}: keep the general "
-            "lower layers frozen and adapt the upper ones."
+            ("train.weight_decay", f"loguniform({0.01 / rows:.2g}, {10 / rows:.2g})"),
+        ])  # fmt: skip
+        reason = "The frozen features already separate the classes, so train only a head."
+        return "small-similar", "feature-extraction", 0, (1e-5, 5e-5), head_lr, space, reason
+    if similar:
+        lr, head_lr = (1e-4, 1e-3), (5e-4, 5e-3)
+        space = dict([
+            ("strategy.name", "choice([lora, feature-extraction])"),
+            _loguniform("train.lr", lr), _loguniform("train.head_lr", head_lr),
+        ])  # fmt: skip
+        reason = (
+            "Familiar text, but the frozen features separate these classes only partly: adapt "
+            "every layer a little (LoRA) rather than train a head alone."
         )
-    elif similar:
-        case, strategy, k = "large-similar", "full", 0
+        return "small-similar", "lora", 0, lr, head_lr, space, reason
+    k = max(num_blocks // 2, 1)
+    lr, head_lr = (1e-5, 5e-5), (1e-4, 1e-3)
+    depths = sorted({max(k - 1, 0), k, min(k + 1, num_blocks - 1)})
+    space = dict([
+        ("strategy.name", "choice([freeze])"), ("strategy.freeze_layers", f"choice({depths})"),
+        _loguniform("train.lr", lr), _loguniform("train.head_lr", head_lr),
+    ])  # fmt: skip
+    reason = (
+        f"Too little data to move every layer safely, and {mismatch}: keep the general lower "
+        "layers frozen and adapt the upper ones."
+    )
+    return "small-dissimilar", "freeze", k, lr, head_lr, space, reason
+
+
+def _large_plan(similar: bool, vocab_ok: bool, mismatch: str) -> _Plan:
+    """Large data: full fine-tuning, at a small lr on familiar text, else higher and longer."""
+    if similar:
         lr, head_lr = (1e-5, 3e-5), (1e-4, 5e-4)
-        space = {
-            "strategy.name": "choice([full, lora])",
-            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
-        }
-        reasons.append(
-            "Enough data to fine-tune everything; a small lr keeps what pretraining learned."
-        )
-    else:
-        case, strategy, k = "large-dissimilar", "full", 0
-        lr, head_lr = (2e-5, 1e-4), (1e-4, 1e-3)
-        space = {
-            "strategy.name": "choice([full])",
-            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
-            "train.epochs": "choice([3, 5, 8])",
-        }
-        reasons.append(
-            f"Enough data, and {mismatch}: fine-tune everything at a higher lr and consider "
-            "training longer" + ("." if vocab_ok else " (or from scratch if even that underfits).")
-        )
-    return Recommendation(case, strategy, k, lr, head_lr, space, reasons, m, num_blocks)
+        space = dict([("strategy.name", "choice([full, lora])"), _loguniform("train.lr", lr)])
+        reason = "Enough data to fine-tune everything; a small lr keeps what pretraining learned."
+        return "large-similar", "full", 0, lr, head_lr, space, reason
+    lr, head_lr = (2e-5, 1e-4), (1e-4, 1e-3)
+    space = dict([
+        ("strategy.name", "choice([full])"), _loguniform("train.lr", lr),
+        ("train.epochs", "choice([3, 5, 8])"),
+    ])  # fmt: skip
+    reason = (
+        f"Enough data, and {mismatch}: fine-tune everything at a higher lr and consider training "
+        "longer" + ("." if vocab_ok else " (or from scratch if even that underfits).")
+    )
+    return "large-dissimilar", "full", 0, lr, head_lr, space, reason
 
 
 def _load_backbone(config: Config):
@@ -286,7 +324,7 @@ def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def _reasons(
-    config: Config, m: Measurements, large: bool, probe_ok: bool, vocab_ok: bool
+    config: Config, m: Measurements, large: bool, probe_ok: bool, vocab_ok: bool, near: bool
 ) -> list[str]:
     """What was measured, and which side of each threshold it fell on."""
     t = config.recommend
@@ -307,4 +345,10 @@ def _reasons(
         + ("within" if vocab_ok else "beyond")
         + f" recommend.max_unknown_rate={t.max_unknown_rate} and "
         f"recommend.max_pieces_per_word={t.max_pieces_per_word}).",
+        f"The text's mean embedding lies {m.embedding_distance:.3f} (cosine distance) from the "
+        f"shipped reference prose's; pseudo-perplexity, over the reference's: "
+        + (m.perplexity_note if m.perplexity_ratio is None else f"{m.perplexity_ratio:.2f}x")
+        + f" ({'within' if near else 'beyond'} recommend.max_embedding_distance="
+        f"{t.max_embedding_distance} and recommend.max_perplexity_ratio="
+        f"{t.max_perplexity_ratio}).",
     ]  # fmt: skip
