@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import string
 from pathlib import Path
 
 import numpy as np
 import torch
 from report import hardware_summary, write_section
+from words import noised
 
 from ftpipe.config.load import validate_config
 from ftpipe.data.features import extract_features
@@ -53,14 +53,6 @@ def conll_sentences(path: Path) -> list[str]:
         else:
             words.append(line.split()[0])
     return sentences + ([" ".join(words)] if words else [])
-
-
-def noised(text: str, rng: random.Random, rate: float = 0.3) -> str:
-    """Each letter replaced by a random one with probability `rate`."""
-    return "".join(
-        rng.choice(string.ascii_lowercase) if c.isalpha() and rng.random() < rate else c
-        for c in text
-    )
 
 
 def shuffled(text: str, rng: random.Random) -> str:

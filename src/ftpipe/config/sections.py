@@ -152,8 +152,8 @@ class RecommendConfig(Section):
     Data is large when its smallest class has at least `large_per_class` rows. It is similar
     to the pretraining data when its text lies near the shipped reference prose (embedding
     distance, and pseudo-perplexity where the checkpoint has a masked-LM head) and the
-    tokenizer sees few unknown tokens and few pieces per word. Within a case, a linear probe on
-    frozen features says how easy the task is on them.
+    tokenizer sees few unknown tokens and few pieces per word. For small, similar data a linear
+    probe on frozen features picks between a head alone and LoRA.
     """
 
     probe_rows: int = Field(default=2000, ge=20)
@@ -166,7 +166,8 @@ class RecommendConfig(Section):
     """Rows in the smallest class from which the data counts as large."""
 
     similar_probe_lift: float = Field(default=0.6, gt=0.0, le=1.0)
-    """Probe lift, (accuracy - majority) / (1 - majority), from which data counts as similar."""
+    """Probe lift, (accuracy - majority) / (1 - majority), from which small, similar data trains
+    a head alone (feature extraction) rather than LoRA."""
 
     max_embedding_distance: float = Field(default=0.25, gt=0.0, le=2.0)
     """Cosine distance between the data's mean embedding and the reference prose's above which

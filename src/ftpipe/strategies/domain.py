@@ -85,8 +85,12 @@ def measure_domain(config: Config, backbone: nn.Module, rows: list[list[int]]) -
     if masked_lm is None:
         return DomainSignals(round(distance, 4), None, None, note)
     count, mask_id = config.recommend.perplexity_rows, tokenizer.mask_token_id
-    data_ppl = pseudo_perplexity(masked_lm, rows[:count], mask_id, special)
+    # A seeded random draw: the rows arrive in file order, which may be sorted by class.
+    picked = np.random.default_rng(config.seed).permutation(len(rows))[:count]
+    data_ppl = pseudo_perplexity(masked_lm, [rows[i] for i in picked], mask_id, special)
     reference_ppl = pseudo_perplexity(masked_lm, reference[:count], mask_id, special)
+    if not (np.isfinite(data_ppl) and np.isfinite(reference_ppl)):
+        return DomainSignals(round(distance, 4), None, None, "not measured (no tokens to score)")
     return DomainSignals(round(distance, 4), round(data_ppl, 2), round(reference_ppl, 2), note)
 
 
@@ -94,12 +98,15 @@ def measure_domain(config: Config, backbone: nn.Module, rows: list[list[int]]) -
 def mean_piece_embeddings(
     backbone: nn.Module, rows: list[list[int]], special_ids: set[int]
 ) -> np.ndarray:
-    """Each row's mean input embedding over its word pieces, special tokens left out."""
+    """Each row's mean input embedding over its word pieces, special tokens left out.
+
+    A row of special tokens only is embedded as it is; an empty row is skipped.
+    """
     table = backbone.get_input_embeddings()
     means = []
-    for ids in rows:
+    for ids in filter(None, rows):
         pieces = [token for token in ids if token not in special_ids] or ids
-        means.append(table(torch.tensor(pieces)).float().mean(0).numpy())
+        means.append(table(torch.tensor(pieces, dtype=torch.long)).float().mean(0).numpy())
     return np.stack(means)
 
 
@@ -119,7 +126,9 @@ def load_masked_lm(config: Config) -> tuple[nn.Module | None, str]:
     from transformers.utils import logging as hf_logging
 
     location = resolve_model(config.model.name)
-    saved = AutoConfig.from_pretrained(location, revision=config.model.revision)
+    saved = AutoConfig.from_pretrained(
+        location, revision=config.model.revision, trust_remote_code=False
+    )
     # The saved architecture says whether the head was saved: BertModel (a sentence encoder)
     # or BertForSequenceClassification has none, BertForMaskedLM or BertForPreTraining has.
     if not any(name.endswith(HEADS) for name in saved.architectures or ()):

@@ -10,7 +10,8 @@ Two axes decide the case (see RecommendConfig for the thresholds):
   the unknown token more often).
 
 A linear probe on frozen pooled features (cross-validated, as lift over always guessing the
-majority class) says how easy the task is on frozen features; it picks within a case.
+majority class) says how easy the task is on frozen features; in the small-and-similar case
+it picks between a head alone and LoRA.
 
 | | similar | dissimilar |
 | --- | --- | --- |
@@ -169,11 +170,12 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
         )
     pooling = pooling_for(config, backbone)
     pad_id = backbone.config.pad_token_id or 0
-    features = extract_features(backbone, train.subset(sample), pooling, 32, pad_id, "probe")
+    rows = train.subset(sample)
+    features = extract_features(backbone, rows, pooling, 32, pad_id, "probe")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
     scores = cross_val_score(probe, features, labels, cv=splitter)
-    domain = measure_domain(config, backbone, train.subset(sample).input_ids)
+    domain = measure_domain(config, backbone, rows.input_ids)
     majority = float(np.bincount(labels).max() / len(labels))
     accuracy = float(scores.mean())
     stats = prepared.stats["splits"]["train"]
@@ -345,10 +347,21 @@ def _reasons(
         + ("within" if vocab_ok else "beyond")
         + f" recommend.max_unknown_rate={t.max_unknown_rate} and "
         f"recommend.max_pieces_per_word={t.max_pieces_per_word}).",
-        f"The text's mean embedding lies {m.embedding_distance:.3f} (cosine distance) from the "
-        f"shipped reference prose's; pseudo-perplexity, over the reference's: "
-        + (m.perplexity_note if m.perplexity_ratio is None else f"{m.perplexity_ratio:.2f}x")
-        + f" ({'within' if near else 'beyond'} recommend.max_embedding_distance="
-        f"{t.max_embedding_distance} and recommend.max_perplexity_ratio="
-        f"{t.max_perplexity_ratio}).",
+        _domain_reason(config, m, near),
     ]  # fmt: skip
+
+
+def _domain_reason(config: Config, m: Measurements, near: bool) -> str:
+    """The label-free signals against the reference prose, and their thresholds."""
+    t = config.recommend
+    measured = m.perplexity_ratio is not None
+    return (
+        f"The text's mean embedding lies {m.embedding_distance:.3f} (cosine distance) from the "
+        "shipped reference prose's"
+        + (f", and its masked-LM pseudo-perplexity is {m.perplexity_ratio:.2f}x the reference's"
+           if measured else f"; pseudo-perplexity {m.perplexity_note}")
+        + f" ({'within' if near else 'beyond'} recommend.max_embedding_distance="
+        f"{t.max_embedding_distance}"
+        + (f" and recommend.max_perplexity_ratio={t.max_perplexity_ratio}" if measured else "")
+        + ")."
+    )  # fmt: skip

@@ -1,9 +1,9 @@
 """Which rows each rank reads, in which order, and how rows become tensors.
 
-Each epoch's order is a pure function of (seed, epoch, world size), so the data position of a
-checkpoint is just its step: a resumed run recomputes the order and skips to where it stopped,
-and reads exactly the batches an uninterrupted run would have read. (A resume on another number
-of workers deals the same steps differently.)
+Each epoch's order is a pure function of (seed, epoch, world size, rows per step,
+`train.group_by_length`), so the data position of a checkpoint is just its step: a resumed run
+recomputes the order and skips to where it stopped, and reads exactly the batches an
+uninterrupted run would have read. (A resume with other settings reads another order.)
 """
 
 from __future__ import annotations
@@ -52,14 +52,16 @@ def rank_order(
             shuffle the steps, so each step holds rows of similar length (little padding).
     """
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
     step = per_rank * world_size
+    # The rows past the last whole step are cut from the shuffle first, so the ones left out
+    # are random, never the longest of a sorted pool.
+    order = rng.permutation(len(lengths))[: len(lengths) // step * step]
     if group_by_length:
         pool = step * POOL_STEPS
         for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
             order[start : start + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
-    steps = order[: len(order) // step * step].reshape(-1, step)
+    steps = order.reshape(-1, step)
     if group_by_length:  # else every epoch would run from short steps to long ones
         steps = steps[rng.permutation(len(steps))]
     by_length = np.take_along_axis(steps, np.argsort(lengths[steps], axis=1, kind="stable"), 1)

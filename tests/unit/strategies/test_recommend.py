@@ -169,6 +169,24 @@ def test_pseudo_perplexity_of_a_uniform_head_is_the_vocabulary_size(tmp_path, ti
     assert pseudo_perplexity(model, rows, mask_id=4, special_ids={0, 1, 2, 3, 4}) == (
         pytest.approx(29.0, rel=1e-5)
     )
+    # with a trained-looking (random, non-uniform) head, the batched and padded scoring equals
+    # scoring each masked copy alone
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config).eval()
+    special = {0, 1, 2, 3, 4}
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for ids in rows:
+            for position, token in enumerate(ids):
+                if token in special:
+                    continue
+                masked = torch.tensor([[*ids[:position], 4, *ids[position + 1 :]]])
+                logits = model(input_ids=masked).logits[0, position]
+                nll -= logits.log_softmax(-1)[token].item()
+                count += 1
+    assert pseudo_perplexity(model, rows, 4, special, batch_size=2) == pytest.approx(
+        float(np.exp(nll / count)), rel=1e-4
+    )
     # saved with its head, it loads as a masked LM; the classifier checkpoint does not
     BertForMaskedLM(config).save_pretrained(tmp_path / "mlm", safe_serialization=True)
     with_head = validate_config(

@@ -179,27 +179,31 @@ def test_steps_keep_the_shuffles_rows_and_deal_them_by_length():
         assert max(tokens) - min(tokens) <= lengths[expected].max() - lengths[expected].min()
 
 
-def test_length_grouped_steps_read_every_row_once_with_less_padding():
-    from ftpipe.train.batching import rank_order
+def test_length_grouped_steps_read_the_same_rows_with_less_padding():
+    from ftpipe.train.batching import POOL_STEPS, rank_order
 
-    lengths = np.random.default_rng(0).integers(2, 64, size=4096)
+    # 4,100 rows: 256 whole steps of 16 and 4 rows left out, which must be the shuffle's own
+    # leftovers in both modes (random rows), never the longest rows of a sorted pool
+    lengths = np.random.default_rng(0).integers(2, 64, size=4100)
     per_rank, world = 8, 2
 
-    def padded_tokens(grouped: bool) -> tuple[int, list[int]]:
-        shards = [rank_order(lengths, 5, 0, r, world, per_rank, grouped) for r in range(world)]
+    def read(grouped: bool, epoch: int = 0) -> tuple[int, list[int]]:
+        shards = [rank_order(lengths, 5, epoch, r, world, per_rank, grouped) for r in range(world)]
         batches = [shard.reshape(-1, per_rank) for shard in shards]
         padded = sum(int(lengths[b].max(axis=1).sum()) * per_rank for b in batches)
         return padded, sorted(np.concatenate(shards).tolist())
 
-    plain, plain_rows = padded_tokens(False)
-    grouped, grouped_rows = padded_tokens(True)
-    assert grouped_rows == plain_rows == list(range(4096))  # the same rows, each once
+    plain, plain_rows = read(False)
+    grouped, grouped_rows = read(True)
+    assert grouped_rows == plain_rows and len(grouped_rows) == 4096 == len(set(grouped_rows))
+    assert read(True, epoch=1)[1] != grouped_rows  # each epoch leaves out other rows
     assert grouped < 0.6 * plain  # a random step pads to its longest row; a grouped one barely
     again = rank_order(lengths, 5, 0, 0, world, per_rank, True)
     assert np.array_equal(again, rank_order(lengths, 5, 0, 0, world, per_rank, True))
-    # the steps are shuffled, so an epoch does not run from its shortest rows to its longest
-    step_lengths = lengths[again.reshape(-1, per_rank)].mean(axis=1)
-    assert not np.all(np.diff(step_lengths) >= 0)
+    # the steps are shuffled across pools: the first pool's worth of steps does not run from
+    # short to long, as the sorted pool itself would
+    first_pool = lengths[again.reshape(-1, per_rank)[:POOL_STEPS]].mean(axis=1)
+    assert not np.all(np.diff(first_pool) >= 0)
 
 
 def test_early_stopping_keeps_the_best_and_bounds_the_checkpoints(tmp_path, tiny_model_dir):
