@@ -231,20 +231,16 @@ def _drop_conflicts(index: Index, policy: str, reread: Reread) -> Index:
     width = max(len(index.label_names), 1)
     distinct = np.unique(group.astype(np.int64) * width + index.labels) // width
     mask = np.bincount(distinct, minlength=int(group.max()) + 1)[group] > 1
-    if not mask.any():
-        return index
-    tally = Tally(kinds=Counter({"conflicting_label": int(mask.sum())}))
-    if policy == "fail":
-        rows = np.flatnonzero(mask)[: Tally.LISTED].tolist()
-        texts = texts_at(index, rows, reread)
-        for row in rows:
-            names = sorted({index.label_names[i] for i in index.labels[group == group[row]]})
-            tally.first.append(
-                f"{index.where(row)}: text {short(texts.get(row, ''))} has conflicting labels "
-                f"({', '.join(names)}; label here {index.label_names[index.labels[row]]!r})"
-            )
-    enforce(index.source, tally, policy, "data.on_error=drop")
-    return index.without(mask, "conflicting_label")
+
+    def describe(row: int, text: str) -> str:
+        names = sorted({index.label_names[i] for i in index.labels[group == group[row]]})
+        return (
+            f"{index.where(row)}: text {text} has conflicting labels ({', '.join(names)}; "
+            f"label here {index.label_names[index.labels[row]]!r})"
+        )
+
+    return _drop_rows(index, mask, "conflicting_label", policy, "data.on_error=drop", reread,
+                      describe)  # fmt: skip
 
 
 def _drop_duplicates(index: Index, policy: str, reread: Reread) -> Index:
@@ -254,19 +250,36 @@ def _drop_duplicates(index: Index, policy: str, reread: Reread) -> Index:
     _, first, group = np.unique(index.groups, return_index=True, return_inverse=True)
     earlier = first[group.reshape(-1)]
     mask = earlier != np.arange(len(index))
+
+    def describe(row: int, text: str) -> str:
+        return f"{index.where(row)}: exact duplicate of {index.where(earlier[row])} ({text})"
+
+    return _drop_rows(index, mask, "duplicate", policy, "data.duplicates=drop", reread, describe)
+
+
+def _drop_rows(
+    index: Index,
+    mask: np.ndarray,
+    kind: str,
+    policy: str,
+    fix: str,
+    reread: Reread,
+    describe: Callable[[int, str], str],
+) -> Index:
+    """Drop the rows in `mask` as `kind`, or, under policy `fail`, refuse and list a few.
+
+    Each listed row is described from its row number and its shortened text, read back from
+    the source.
+    """
     if not mask.any():
         return index
-    tally = Tally(kinds=Counter({"duplicate": int(mask.sum())}))
+    tally = Tally(kinds=Counter({kind: int(mask.sum())}))
     if policy == "fail":
         rows = np.flatnonzero(mask)[: Tally.LISTED].tolist()
         texts = texts_at(index, rows, reread)
-        tally.first = [
-            f"{index.where(row)}: exact duplicate of {index.where(earlier[row])} "
-            f"({short(texts.get(row, ''))})"
-            for row in rows
-        ]
-    enforce(index.source, tally, policy, "data.duplicates=drop")
-    return index.without(mask, "duplicate")
+        tally.first = [describe(row, short(texts.get(row, ""))) for row in rows]
+    enforce(index.source, tally, policy, fix)
+    return index.without(mask, kind)
 
 
 def drop_leakage(rows: Index, held_out: Index, policy: str, held_out_name: str = "eval") -> Index:
