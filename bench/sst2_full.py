@@ -162,7 +162,10 @@ def report(args, bench, sweep, best_lr, tuned, tuned_dev, heads, best_decay, hea
     from ftpipe.config import load_config
 
     config = load_config(REPO / "configs/sst2.yaml").train
-    rows = json.loads((bench.workdir / "prep" / "stats.json").read_text())["splits"]["train"]
+    splits = json.loads((bench.workdir / "prep" / "stats.json").read_text())["splits"]
+    rows, eval_rows = splits["train"], splits["eval"]["rows"]
+    best = sweep[best_lr]["metrics"]["accuracy"]
+    sweep_error = (best * (1 - best) / eval_rows) ** 0.5
     plain, grouped = padding_shares(
         bench.workdir / "prep", config.batch_size, config.num_workers, 42
     )
@@ -208,8 +211,8 @@ def report(args, bench, sweep, best_lr, tuned, tuned_dev, heads, best_decay, hea
         "contrastively on sentence pairs), not the MLM-distilled MiniLM of the 91.5% anchor, "
         "and its 6 layers at width 384 take about an eighth of BERT-base's compute per token; "
         "the anchors are the published numbers for the models named, not runs of this machine. "
-        "The sweep's eval accuracies differ by less than their standard error (about 1 point "
-        "on the eval split), so the lr it picks is a weak choice.",
+        f"The sweep's eval accuracies have a standard error of about {sweep_error:.1%} "
+        f"({eval_rows:,} eval rows).",
     ]
     return "\n".join(lines)
 
