@@ -23,7 +23,6 @@ stories, news, reviews, instructions).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -34,8 +33,6 @@ from torch import nn
 from ftpipe.config.schema import Config
 from ftpipe.hub import resolve_model
 from ftpipe.tasks.base import pad_rows
-
-log = logging.getLogger(__name__)
 
 REFERENCE = "reference_english.txt"
 HEADS = ("ForMaskedLM", "ForPreTraining")
