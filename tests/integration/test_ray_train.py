@@ -105,6 +105,7 @@ def kill_a_worker_mid_run(run_dir: Path, killed: list[int]) -> None:
         killed.append(workers[-1])
 
 
+@pytest.mark.slow
 def test_a_killed_worker_resumes_at_the_last_checkpoint_and_matches(tmp_path, tiny_model_dir):
     settings = (*TWO_WORKERS, "train.eval_every_steps=10", "train.max_failures=2")
     whole = train_ray(train_config(tmp_path / "whole", tiny_model_dir, *settings))

@@ -41,6 +41,7 @@ def run(prefix: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess
                           timeout=900)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tune_and_train_succeed_with_the_test_split_unreadable(tmp_path, tiny_model_dir):
     config = train_config(
         tmp_path, tiny_model_dir, "data.test_fraction=0.2", "train.epochs=2",

@@ -42,6 +42,7 @@ def run(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_trials_and_the_best_config_is_the_best_reported(tmp_path, tiny_model_dir):
     path = sweep_config(tmp_path, tiny_model_dir)
     done = run("tune", "-c", str(path))
@@ -74,6 +75,7 @@ def completed_trials(sweep_root: Path) -> dict[str, int]:
     return finished
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_does_not_rerun_finished_trials(tmp_path, tiny_model_dir):
     path = sweep_config(tmp_path, tiny_model_dir)
     first = run("tune", "-c", str(path), "tune.max_concurrent_trials=1")

@@ -13,6 +13,7 @@ from tests.integration.test_tune import SPACE, SWEEP, run
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_trials_stopped_by_asha_are_ended_with_a_stop_reason(tmp_path, tiny_model_dir):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("sweeps", artifact_location=str(tmp_path / "artifacts"))
