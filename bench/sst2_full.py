@@ -23,73 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from report import hardware_summary, write_section
+from runs import REPO, Bench, minutes
 
-REPO = Path(__file__).resolve().parents[1]
-FTPIPE = str(Path(sys.executable).with_name("ftpipe"))
 ANCHORS = (
     ("MiniLM-L6-H384, full fine-tuning (Wang et al. 2020)", "91.5%"),
     ("DistilBERT, full fine-tuning (Sanh et al. 2019)", "91.3%"),
     ("SBERT-base NLI mean tokens + logistic regression (SentEval)", "88.96%"),
     ("frozen BERT-base + logistic regression (SentEval)", "84%"),
 )
-
-
-class Bench:
-    """Runs ftpipe commands on one config, everything under one work dir.
-
-    A step whose output is already in the work dir (from an interrupted run, `--workdir`) is
-    not run again; each step's wall seconds are kept in timings.json.
-    """
-
-    def __init__(self, workdir: Path, train_rows: int | None) -> None:
-        self.workdir = workdir
-        self.base = [
-            f"data.output_dir={workdir / 'prep'}",
-            f"recommend.output_dir={workdir / 'recommend'}",
-            f"train.cache_dir={workdir / 'cache'}",
-            f"registry.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
-            *([f"data.max_train_rows={train_rows}"] if train_rows else []),
-        ]
-        self.timings_file = workdir / "timings.json"
-        self.timings = (
-            json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
-        )
-
-    def step(self, name: str, done: Path, command: str, *overrides: str) -> None:
-        """Run `ftpipe command` unless `done` exists; record its wall seconds as `name`."""
-        if done.exists():
-            print(f"{name}: reusing {done}", flush=True)
-            return
-        started = time.perf_counter()
-        subprocess.run(
-            [FTPIPE, command, "-c", "configs/sst2.yaml", *self.base, *overrides],
-            cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True,
-        )  # fmt: skip
-        self.timings[name] = time.perf_counter() - started
-        self.timings_file.write_text(json.dumps(self.timings, indent=2) + "\n")
-
-    def train(self, name: str, *overrides: str) -> dict:
-        """Train into workdir/name; return result.json with `seconds` (None if not timed)."""
-        result = self.workdir / name / "result.json"
-        self.step(name, result, "train", f"train.output_dir={self.workdir / name}", *overrides)
-        return json.loads(result.read_text()) | {"seconds": self.timings.get(name)}
-
-    def score_on_dev(self, name: str) -> dict:
-        """`ftpipe evaluate` on the test split (the 872 dev rows); return metrics.json."""
-        out = self.workdir / name / "evaluate"
-        self.step(
-            f"{name}/evaluate", out / "metrics.json", "evaluate",
-            f"train.output_dir={self.workdir / name}", f"evaluate.output_dir={out}",
-        )  # fmt: skip
-        return json.loads((out / "metrics.json").read_text())
 
 
 def padding_shares(prep: Path, batch: int, workers: int, seed: int) -> tuple[float, float]:
@@ -122,7 +68,7 @@ def main() -> None:
     if not (REPO.parent / "shared/data/sst2/train.tsv").exists():
         sys.exit("SST-2 not found at ../shared/data/sst2; this benchmark needs it.")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-sst2-full-"))
-    bench = Bench(workdir, args.train_rows)
+    bench = Bench(workdir, "configs/sst2.yaml", args.train_rows)
     bench.step("prep", workdir / "prep" / "stats.json", "prep")
     full = ("strategy.name=full", "train.group_by_length=true")
 
@@ -134,7 +80,7 @@ def main() -> None:
     }
     best_lr = max(sweep, key=lambda lr: sweep[lr]["metrics"]["accuracy"])
     tuned = bench.train("full", *full, f"train.lr={best_lr}", f"train.epochs={args.epochs}")
-    tuned_dev = bench.score_on_dev("full")
+    tuned_dev = bench.score_on_test("full")
 
     # The first head run fills the feature cache; the later ones only fit on it.
     heads = {
@@ -144,17 +90,13 @@ def main() -> None:
         for decay in args.weight_decays
     }
     best_decay = max(heads, key=lambda decay: heads[decay]["metrics"]["accuracy"])
-    head_dev = bench.score_on_dev(f"head-{best_decay:g}")
+    head_dev = bench.score_on_test(f"head-{best_decay:g}")
 
     body = report(args, bench, sweep, best_lr, tuned, tuned_dev, heads, best_decay, head_dev)
     write_section(
         "sst2-full", "SST-2 at full size (CPU)", "bench/sst2_full.py", hardware_summary(), body
     )
     print(body)
-
-
-def minutes(seconds: float | None) -> str:
-    return "not timed (reused)" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def report(args, bench, sweep, best_lr, tuned, tuned_dev, heads, best_decay, head_dev) -> str:

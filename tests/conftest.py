@@ -68,27 +68,10 @@ TINY_VOCAB = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local model directory holding a 29-token WordPiece tokenizer (BERT-style)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tests.helpers import save_wordpiece_tokenizer
 
-    vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
     directory = tmp_path_factory.mktemp("tiny-tokenizer")
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    ).save_pretrained(directory)
+    save_wordpiece_tokenizer(directory, TINY_VOCAB)
     return directory
 
 
@@ -128,3 +111,36 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_tokenizer_dir / name, directory / name)
     return directory
+
+
+@pytest.fixture(scope="session")
+def ner_trained(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny BERT entity tagger trained on template sentences, with a test file held out.
+
+    Returns (config, export directory, working directory); trained once per session.
+    """
+    from ftpipe.data import run_prep
+    from ftpipe.train.local import train_local
+    from tests.ner_helpers import ner_model_dir, write_sentences
+
+    tmp = tmp_path_factory.mktemp("ner")
+    config = validate_config({
+        "seed": 5,
+        "data": {
+            "task": "token-classification",
+            "train": write_sentences(tmp / "train.jsonl", 240, seed=0),
+            "test": write_sentences(tmp / "test.jsonl", 40, seed=1),
+            "output_dir": str(tmp / "prep"),
+            "max_length": 24,
+            "stride": 6,
+            "eval_fraction": 0.2,
+            "duplicates": "keep",
+            "on_error": "drop",  # template sentences repeat across the files
+        },
+        "model": {"name": str(ner_model_dir(tmp / "base"))},
+        "strategy": {"name": "full"},
+        "train": {"batch_size": 16, "epochs": 6, "lr": 5e-3, "head_lr": 5e-2,
+                  "output_dir": str(tmp / "train"), "cache_dir": str(tmp / "cache")},
+    })  # fmt: skip
+    run_prep(config)
+    return config, train_local(config).model_dir, tmp

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from ftpipe.data.prepared import PrepDir
+from ftpipe.data.stats import counts_per_label
 
 
 def prep_report(prep_dir: Path) -> str:
-    """Rows per split and label, token lengths and the data fingerprint."""
+    """Rows per split and label (entities per type for tagged words), token lengths, fingerprint."""
     stats = PrepDir(prep_dir).stats
     lines = [f"# Prepared data `{stats['fingerprint'][:12]}`", "",
              f"Model {stats['model']}, max_length {stats['max_length']}.", "",
@@ -28,12 +29,12 @@ def prep_report(prep_dir: Path) -> str:
             f"| {name} | {split['rows']:,} | {split['token_length'].get('p95', 0):.0f} | "
             f"{split['truncated_share']:.1%} | {split['unknown_token_rate']:.2%} |"
         )
-    if stats["labels"]:
-        lines += ["", "| label | " + " | ".join(stats["splits"]) + " |",
+    title, counts = counts_per_label(stats)
+    if counts:
+        lines += ["", f"| {title.split()[-1]} | " + " | ".join(stats["splits"]) + " |",
                   "| --- |" + " ---: |" * len(stats["splits"])]  # fmt: skip
-        for label in stats["labels"]:
-            counts = (f"{s['rows_per_label'][label]:,}" for s in stats["splits"].values())
-            lines.append(f"| {label} | " + " | ".join(counts) + " |")
+        for label, per_split in counts:
+            lines.append(f"| {label} | " + " | ".join(f"{n:,}" for n in per_split) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,7 @@ print(json.dumps({"version": str(version.version), "changed": result.changed}))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_registrations_and_promotions_leave_one_champion_and_every_version(tmp_path):
     raw = {
         "data": {"train": "unused.csv"},

@@ -35,6 +35,7 @@ def test_identify_keys_on_the_data_bytes_and_the_config(tiny_pipeline_config):
     assert identify(yaml.safe_dump(raw)).config_hash != first.config_hash
 
 
+@pytest.mark.slow
 def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_config):
     config = tiny_pipeline_config.read_text()
     uri = load_config(tiny_pipeline_config).registry.tracking_uri

@@ -121,12 +121,15 @@ def _print_stats(stats: dict) -> None:
             f"{split['unknown_token_rate']:.2%}",
             f"{split['pieces_per_word']:.2f}",
         )
-    per_label = Table(title="rows per label")
-    per_label.add_column("label")
+    from ftpipe.data.stats import counts_per_label
+
+    title, counts = counts_per_label(stats)
+    per_label = Table(title=title)
+    per_label.add_column(title.split()[-1])
     for name in splits:
         per_label.add_column(name, justify="right")
-    for label in stats["labels"]:
-        per_label.add_row(label, *(f"{s['rows_per_label'][label]:,}" for s in splits.values()))
+    for label, per_split in counts:
+        per_label.add_row(label, *(f"{n:,}" for n in per_split))
     out.print(summary)
     out.print(per_label)
     for name, split in splits.items():

@@ -46,16 +46,15 @@ def evaluate(
     table = Table(
         title=f"evaluate: {ref} on {evaluation.rows:,} rows of the {evaluation.split} split"
     )
-    for column in ("class", "precision", "recall", "F1"):
-        table.add_column(column, justify="left" if column == "class" else "right")
+    table.add_column(result.report_unit)
+    for column in ("precision", "recall", "F1"):
+        table.add_column(column, justify="right")
     for row in result.report_rows:
         table.add_row(*row)
     out.print(table)
     latency = f", p95 latency {m['latency_p95_ms']:.1f} ms" if "latency_p95_ms" in m else ""
     out.print(
-        f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
-        f"(temperature {m['temperature']:.3g}; {m['ece_raw']:.4f} without), log loss "
-        f"{m['loss']:.4f}{latency}, size {m['size_mb']:.1f} MB "
+        f"{result.summary}{latency}, size {m['size_mb']:.1f} MB "
         f"(held-out set {evaluation.fingerprint[:12]})"
     )
     if version is not None:

@@ -49,14 +49,35 @@ class DataConfig(Section):
     from train; null with `test_fraction` 0 holds out none, and the gate then decides on eval,
     whose interval is optimistic because eval also selected the model."""
 
-    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    task: Literal["sequence-classification", "token-classification", "causal-lm"] = (
+        "sequence-classification"
+    )
     """The task (`ftpipe.tasks`). `sequence-classification` (earlier name: `classification`):
-    text (or text pairs) with a label. `causal-lm`: language-model fine-tuning on text, or on
-    prompt + completion (`completion_column`) with the loss on the completion only; no
-    labels."""
+    text (or text pairs) with a label. `token-classification`: named entities, a list of words
+    with one tag each (columns `tokens` and `tags` unless `text_column` / `label_column` say
+    otherwise). `causal-lm`: language-model fine-tuning on text, or on prompt + completion
+    (`completion_column`) with the loss on the completion only; no labels."""
 
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
-    """File format; `auto` picks it from the file extension."""
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = "auto"
+    """File format; `auto` picks it from the file extension (.conll, .iob and .bio are CoNLL,
+    and so is .txt with `task: token-classification`)."""
+
+    tag_column: int | None = Field(default=None, ge=1)
+    """CoNLL files: the 0-based field of each line that holds the tag (the word is field 0);
+    null takes the last field, as in `word POS chunk tag` lines."""
+
+    repair_spans: bool = True
+    """Token classification: an `I-X` that follows `O` or another type is repaired to `B-X`,
+    counted and warned about; false refuses the file, naming the line."""
+
+    stride: int | None = Field(default=16, ge=0)
+    """Token classification: a sentence longer than `max_length` sub-words is split into
+    windows, each sharing this many sub-words of context with the one before, so every word is
+    trained on and scored once; null truncates such sentences instead (counted in stats)."""
+
+    label_all_subwords: bool = False
+    """Token classification: train every sub-word of a word on its tag, not only the first
+    (the others get -100). Predictions still read the first sub-word."""
 
     has_header: bool = True
     """Whether CSV/TSV files start with a header line. Without one, columns are 0-based
@@ -129,6 +150,14 @@ class DataConfig(Section):
     @classmethod
     def _earlier_task_name(cls, value: Any) -> Any:
         return "sequence-classification" if value == "classification" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_columns(cls, values: Any) -> Any:
+        """Token classification reads `tokens` and `tags` unless the columns are named."""
+        if isinstance(values, dict) and values.get("task") == "token-classification":
+            values = {"text_column": "tokens", "label_column": "tags", **values}
+        return values
 
     @model_validator(mode="after")
     def _one_test_split(self) -> DataConfig:

@@ -166,8 +166,12 @@ class RecommendConfig(Section):
     """Rows in the smallest class from which the data counts as large."""
 
     similar_probe_lift: float = Field(default=0.6, gt=0.0, le=1.0)
-    """Probe lift, (accuracy - majority) / (1 - majority), from which small, similar data trains
-    a head alone (feature extraction) rather than LoRA."""
+    """Sentence classification: probe lift, (accuracy - majority) / (1 - majority), from which
+    small, similar data trains a head alone (feature extraction) rather than LoRA."""
+
+    similar_probe_f1: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Token classification: the per-word probe's entity F1 from which small, similar data
+    trains a head alone (every block frozen) rather than LoRA."""
 
     max_embedding_distance: float = Field(default=0.25, gt=0.0, le=2.0)
     """Cosine distance between the data's mean embedding and the reference prose's above which
@@ -358,10 +362,11 @@ class PromoteConfig(Section):
     metric must reach `floor`.
     """
 
-    metric: str = "macro_f1"
+    metric: str = "auto"
     """The metric the challenger must improve: one the task's promotion gate compares
-    (macro_f1 or accuracy for sequence-classification). The task of `data.task` checks it when
-    a command loads the config (`Task.check_config`)."""
+    (macro_f1 or accuracy for sequence-classification, entity_f1 for token-classification);
+    `auto` is the task's first (macro_f1, entity_f1). The task of `data.task` checks it when a
+    command loads the config (`Task.check_config`)."""
 
     margin: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Smallest improvement that counts: the interval's lower bound must exceed it."""

@@ -17,7 +17,13 @@ IGNORED_DATA_KEYS = ("train", "eval", "test", "output_dir", "min_rows_per_class"
 """Data keys that change no output: `train`, `eval`, `test` and `output_dir` name places (the
 inputs count by their bytes instead), and `min_rows_per_class` only sets when prep warns."""
 
-COVERED_WHEN_SET = {"test_fraction": 0.0}
+COVERED_WHEN_SET = {
+    "test_fraction": 0.0,
+    "tag_column": None,
+    "repair_spans": True,
+    "stride": 16,
+    "label_all_subwords": False,
+}
 """Data keys added after fingerprints were first recorded, with their defaults: the identity
 covers one only when it differs from its default, so data prepared without it keeps its
 fingerprint."""

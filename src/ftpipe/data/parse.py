@@ -1,4 +1,4 @@
-"""Parse CSV, TSV and JSONL text into batches of rows (`Table`s), as written.
+"""Parse CSV, TSV, JSONL and CoNLL text into batches of rows (`Table`s), as written.
 
 Every row keeps its line number, and a row that cannot be parsed keeps its parse error, so
 validation can name the exact place of each problem.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ BATCH_ROWS = 20_000
 """Rows per batch a reader yields: memory per batch, not per file."""
 BLOCK_CHARS = 1 << 20
 """Characters read from a text stream at a time."""
+DOCSTART = "-DOCSTART-"
+"""First field of a CoNLL document separator line, which is skipped and ends a sentence."""
+ASCII_BLANKS = " \t\r\f\v"
+"""What separates the fields of a CoNLL line."""
+_ASCII_BLANK_RUNS = re.compile(f"[{ASCII_BLANKS}]+")
 
 # Python's csv module refuses fields over 128 KiB by default; raise that so oversize rows reach
 # validation, where data.max_chars and the drop policy decide.
@@ -76,8 +82,9 @@ def text_blocks(text: IO[str]) -> Iterator[str]:
         yield rest
 
 
-def _jsonl_lines(text: IO[str]) -> Iterator[str]:
+def _lines(text: IO[str]) -> Iterator[str]:
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() breaks.
+    # A "\r" of a CRLF ending stays at the end of its line.
     for block in text_blocks(text):
         yield from block.removesuffix("\n").split("\n")
 
@@ -161,7 +168,7 @@ def jsonl_batches(source: str, text: IO[str]) -> Iterator[Table]:
     numbers: list[int] = []
     errors: list[str | None] = []
     start = 0
-    for number, line in enumerate(_jsonl_lines(text), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -186,3 +193,76 @@ def _jsonl_table(
     names = list(dict.fromkeys(key for row in rows for key in row))
     columns = {name: [row.get(name) for row in rows] for name in names}
     return Table(source, columns, numbers, errors, start=start)
+
+
+def conll_batches(source: str, text: IO[str], tag_column: int | None) -> Iterator[Table]:
+    """Batches of a CoNLL text stream: one row per sentence, with columns "tokens" and "tags".
+
+    Each line holds a word (field 0) and its tag, fields separated by tabs or runs of spaces. A
+    blank (or whitespace-only) line ends a sentence, and so does a `-DOCSTART-` line, which is
+    skipped. A row's number is the line of its sentence's first word. A line too short to hold
+    the tag does not raise: its sentence keeps an error naming that line, and the words and
+    tags that were read.
+
+    Args:
+        source: The input as the user named it.
+        text: The text stream, read without newline translation (CRLF endings are fine).
+        tag_column: The 0-based field holding the tag (the word is field 0); None for the
+            last field, as in `word POS chunk tag` lines.
+    """
+    need = 2 if tag_column is None else tag_column + 1
+    tag = -1 if tag_column is None else tag_column
+    sentences: list[list[str]] = []
+    labels: list[list[str]] = []
+    numbers: list[int] = []
+    errors: list[str | None] = []
+    words: list[str] = []
+    tags: list[str] = []
+    error: str | None = None
+    start = 0
+    # A blank line after the last one ends a last sentence that has no blank line after it.
+    for number, line in enumerate(chain(_lines(text), [""]), start=1):
+        fields = line.split() if line.isascii() else _conll_fields(line)
+        if fields and fields[0] != DOCSTART:
+            if not words:
+                numbers.append(number)
+            words.append(fields[0])
+            if len(fields) >= need:
+                tags.append(fields[tag])
+            elif error is None:
+                error = _short_line(number, len(fields), tag_column)
+            continue
+        if not words:
+            continue
+        sentences.append(words)
+        labels.append(tags)
+        errors.append(error)
+        words, tags, error = [], [], None
+        if len(sentences) == BATCH_ROWS:
+            yield Table(source, {"tokens": sentences, "tags": labels}, numbers, errors, start=start)
+            start += len(sentences)
+            sentences, labels, numbers, errors = [], [], [], []
+    if sentences or start == 0:
+        yield Table(source, {"tokens": sentences, "tags": labels}, numbers, errors, start=start)
+
+
+def _conll_fields(line: str) -> list[str]:
+    """The fields of a line that is not all ASCII, split on ASCII blanks only.
+
+    A word may hold a no-break or ideographic space, which `str.split()` would cut it at.
+    """
+    if not line.strip():
+        return []  # whitespace only, of any kind: a blank line
+    return _ASCII_BLANK_RUNS.split(line.strip(ASCII_BLANKS))
+
+
+def _short_line(number: int, fields: int, tag_column: int | None) -> str:
+    if tag_column is None:
+        return (
+            f"line {number} has {fields} field(s): a word without its tag, which is the last "
+            "field (set data.tag_column if the tags are elsewhere)"
+        )
+    return (
+        f"line {number} has {fields} field(s), but the tag is field {tag_column} "
+        "(data.tag_column, 0-based, the word being field 0)"
+    )

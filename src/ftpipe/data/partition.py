@@ -24,7 +24,7 @@ from ftpipe.data.sources import Stream
 from ftpipe.data.split import split_rows
 from ftpipe.data.validate import check_trainable, format_counts, label_variants
 from ftpipe.errors import DataError
-from ftpipe.tasks import LabelMap, get_task
+from ftpipe.tasks import LabelMap, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,18 @@ def load_splits(config: Config) -> tuple[dict[str, Index], LabelMap, dict[str, S
             input, or a split left empty or with labels train does not have.
     """
     data = config.data
-    labelled = get_task(data.task).labelled
+    task = get_task(data.task)
+    labelled = task.labelled
     streams = {"train": Stream(data.train, data)}
     train = _scan(streams["train"], data, data.labels, "data.labels")
     if labelled:
-        check_trainable(train)
-        _warn_label_variants(train)
+        check_trainable(train, task)
+        _warn_label_variants(train, task)
     # Held-out files may only use labels the model can learn: declared ones, or those in train.
     if data.labels is not None:
         known, known_from = data.labels, "data.labels"
     else:
-        known, known_from = sorted(train.label_counts()), f"the labels in {data.train}"
+        known, known_from = sorted(train.class_counts(task)), f"the labels in {data.train}"
     files: dict[str, Index] = {}
     for name in HELD_OUT:
         source = getattr(data, name)
@@ -69,8 +70,8 @@ def load_splits(config: Config) -> tuple[dict[str, Index], LabelMap, dict[str, S
     if "eval" in files:
         train = drop_leakage(train, files["eval"], data.on_error, "eval")
     if files and labelled:
-        check_trainable(train)
-    labels = LabelMap.build(data.labels, list(train.label_counts()))
+        check_trainable(train, task)
+    labels = LabelMap.build(data.labels, list(train.class_counts(task)))
     splits = _split_off_train(train, files, labels, config)
     for name in HELD_OUT:
         if name in splits and not len(splits[name]):
@@ -78,13 +79,13 @@ def load_splits(config: Config) -> tuple[dict[str, Index], LabelMap, dict[str, S
             fix = f"Add rows to {source}" if source else f"Raise data.{name}_fraction, or add rows"
             raise DataError(f"The {name} set is empty after validation. {fix}.")
     seed = config.seed
-    splits["train"] = _sample(splits["train"], data.max_train_rows, labels, seed + 1, "train")
-    splits["eval"] = _sample(splits["eval"], data.max_eval_rows, labels, seed + 2, "eval")
+    splits["train"] = _sample(splits["train"], data.max_train_rows, labels, seed + 1, task, "train")
+    splits["eval"] = _sample(splits["eval"], data.max_eval_rows, labels, seed + 2, task, "eval")
     # Unlabelled tasks have one implicit class, "": nothing to warn about.
-    _check_trained(splits["train"], labels, data.min_rows_per_class if labelled else 0)
+    _check_trained(splits["train"], labels, data.min_rows_per_class if labelled else 0, task)
     for name in HELD_OUT:
         if name in splits:
-            _check_held_out(splits["train"], splits[name], labels, name)
+            _check_held_out(splits["train"], splits[name], labels, name, task)
     for rows in splits.values():
         if rows.dropped:
             log.warning(
@@ -119,7 +120,7 @@ def _split_off_train(
 
     See the module docstring for the shares and seeds.
     """
-    data = config.data
+    data, task = config.data, get_task(config.data.task)
     splits = dict(files)
     share = {"eval": data.eval_fraction, "test": data.test_fraction}
     seeds = {"eval": config.seed, "test": config.seed + TEST_SEED_OFFSET}
@@ -129,7 +130,7 @@ def _split_off_train(
             continue
         # Copies of a text (data.duplicates=keep) stay on one side, so the split cannot leak.
         kept, held = split_rows(
-            train.encoded(labels.label2id), share[name] / left, seeds[name], groups=train.groups
+            train.strata(task, labels), share[name] / left, seeds[name], groups=train.groups
         )
         # Drops happened before the split, so they are counted once, on train.
         train, splits[name] = train.take(kept, train.dropped), train.take(held, Counter())
@@ -152,23 +153,34 @@ def _scan(
     log.info("%s: %s rows", stream.source, f"{scan.rows:,}")
     if scan.rows and check is not None:
         check()
-    return scan.finish(stream.batches)
+    index = scan.finish(stream.batches)
+    if index.repaired:
+        log.warning(
+            "%s: repaired %d tag(s): an I-X that opened an entity became B-X (tag scheme %s). "
+            "Set data.repair_spans=false to refuse such files instead.",
+            stream.source,
+            index.repaired,
+            index.scheme,
+        )
+    return index
 
 
-def _sample(rows: Index, keep: int | None, labels: LabelMap, seed: int, split: str) -> Index:
+def _sample(
+    rows: Index, keep: int | None, labels: LabelMap, seed: int, task: Task, split: str
+) -> Index:
     """About `keep` of the rows, a share of each class (the stratified, seeded split)."""
     if keep is None or keep >= len(rows):
         return rows
-    kept, _ = split_rows(rows.encoded(labels.label2id), 1 - keep / len(rows), seed)
+    kept, _ = split_rows(rows.strata(task, labels), 1 - keep / len(rows), seed)
     log.info(
         "data.max_%s_rows: keeping %d of %d rows of %s", split, len(kept), len(rows), rows.source
     )
     return rows.take(kept, rows.dropped)
 
 
-def _warn_label_variants(train: Index) -> None:
+def _warn_label_variants(train: Index, task: Task) -> None:
     """Warn about labels that differ only in case, width, accents or invisible characters."""
-    for group in label_variants(train.label_counts()):
+    for group in label_variants(train.class_counts(task)):
         listed = ", ".join(f"{name!r} ({n} rows)" for name, n in group)
         log.warning(
             "%s: labels %s are variants of one another (they differ only in case, width, "
@@ -179,9 +191,9 @@ def _warn_label_variants(train: Index) -> None:
         )
 
 
-def _check_trained(train: Index, labels: LabelMap, min_rows: int) -> None:
+def _check_trained(train: Index, labels: LabelMap, min_rows: int, task: Task) -> None:
     """Warn about classes with fewer than `min_rows` training rows, or none."""
-    trained = train.label_counts()
+    trained = train.class_counts(task)
     thin = [f"{name!r} ({trained[name]})" for name in labels.names if 0 < trained[name] < min_rows]
     if thin:
         log.warning(
@@ -196,10 +208,12 @@ def _check_trained(train: Index, labels: LabelMap, min_rows: int) -> None:
             log.warning("Declared label %r has no training rows in %s", name, train.source)
 
 
-def _check_held_out(train: Index, held_out: Index, labels: LabelMap, split: str) -> None:
+def _check_held_out(
+    train: Index, held_out: Index, labels: LabelMap, split: str, task: Task
+) -> None:
     """Every held-out class needs training rows; a trained class without held-out rows warns."""
-    trained = train.label_counts()
-    scored = set(held_out.label_counts())
+    trained = train.class_counts(task)
+    scored = set(held_out.class_counts(task))
     untrained = sorted(scored - set(trained))
     if untrained:
         raise DataError(

@@ -121,7 +121,11 @@ def _prep(config: Config, output_dir: Path, tokenizer: Tokenizer) -> PrepResult:
             "labels": list(labels.names) if task.labelled else [],
             "splits": {
                 name: split_stats(
-                    splits[name], tokens[name], labels if task.labelled else None, data.max_length
+                    splits[name],
+                    tokens[name],
+                    labels if task.labelled else None,
+                    data.max_length,
+                    task,
                 )
                 for name in splits
             },
@@ -164,17 +168,12 @@ def _write_splits(
     """Pass 2: read each input again, writing its rows to their splits' shards."""
     data, task = config.data, get_task(config.data.task)
     writers = {
-        name: ShardWriter(staging / name, tokenizer, task, data.max_length, data.shard_rows,
+        name: ShardWriter(staging / name, tokenizer, task, labels, data,
                           splits[name].pair_column is not None)
         for name in splits
     }  # fmt: skip
-    label2id = labels.label2id
     for stream in streams.values():
-        mine = {
-            name: (rows, rows.encoded(label2id))
-            for name, rows in splits.items()
-            if rows.source == stream.source
-        }
+        mine = {name: rows for name, rows in splits.items() if rows.source == stream.source}
         if mine:
             write_rows(stream, mine, writers)
     return {name: writer.close() for name, writer in writers.items()}

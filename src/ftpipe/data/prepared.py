@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,18 +42,35 @@ TRAINING_SPLITS = ("train", "eval")
 model is never selected on it, so the promotion gate's interval on it means what it says."""
 
 
+LIST_COLUMNS = {
+    "input_ids": "input_ids",
+    "token_type_ids": "token_type_ids",
+    "token_labels": "token_labels",
+    "word_ids": "word_ids",
+}
+"""`Split` fields read from per-token list columns of the shards, by field."""
+
+ARRAY_COLUMNS = {"labels": "label", "prompt_lengths": "prompt_length", "sentences": "sentence"}
+"""`Split` fields read from per-row integer columns of the shards, by field."""
+
+
 @dataclass(frozen=True)
 class Split:
     """One prepared split: variable-length token ids, optional token types, label ids.
 
     Unlabelled tasks leave `labels` unused; `prompt_lengths`, when present, says how many
-    leading tokens of each row are prompt (kept out of a language model's loss).
+    leading tokens of each row are prompt (kept out of a language model's loss). Tagged words
+    (`ftpipe.data.words`) carry per token their label and scored word, and per row its
+    sentence.
     """
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: np.ndarray
     prompt_lengths: np.ndarray | None = None
+    token_labels: list[list[int]] | None = None
+    word_ids: list[list[int]] | None = None
+    sentences: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -64,25 +81,30 @@ class Split:
         return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
     def concat(self, other: Split) -> Split:
-        """These rows followed by `other`'s."""
-        types = None
-        if self.token_type_ids is not None and other.token_type_ids is not None:
-            types = self.token_type_ids + other.token_type_ids
-        prompts = None
-        if self.prompt_lengths is not None and other.prompt_lengths is not None:
-            prompts = np.concatenate([self.prompt_lengths, other.prompt_lengths])
-        labels = np.concatenate([self.labels, other.labels])
-        return Split(self.input_ids + other.input_ids, types, labels, prompts)
+        """These rows followed by `other`'s (sentence numbers of `other` shifted past these)."""
+        joined = {}
+        for field in fields(self):
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            if mine is None or theirs is None:
+                joined[field.name] = None
+            elif field.name == "sentences":
+                joined[field.name] = np.concatenate([mine, theirs + (mine.max(initial=-1) + 1)])
+            elif isinstance(mine, np.ndarray):
+                joined[field.name] = np.concatenate([mine, theirs])
+            else:
+                joined[field.name] = mine + theirs
+        return Split(**joined)
 
     def subset(self, rows: np.ndarray) -> Split:
         """The rows at the given indices."""
-        types = self.token_type_ids
-        return Split(
-            [self.input_ids[i] for i in rows],
-            None if types is None else [types[i] for i in rows],
-            self.labels[rows],
-            None if self.prompt_lengths is None else self.prompt_lengths[rows],
-        )
+        picked = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None or isinstance(value, np.ndarray):
+                picked[field.name] = None if value is None else value[rows]
+            else:
+                picked[field.name] = [value[i] for i in rows]
+        return Split(**picked)
 
 
 @dataclass(frozen=True)
@@ -263,18 +285,15 @@ def load_prepared(directory: str | Path) -> PreparedData:
     for name in TRAINING_SPLITS:
         table = pq.read_table(prep.split_path(name))
         columns = table.column_names
-        splits[name] = Split(
-            input_ids=table.column("input_ids").to_pylist(),
-            token_type_ids=(
-                table.column("token_type_ids").to_pylist() if "token_type_ids" in columns else None
-            ),
-            labels=table.column("label").to_numpy().astype(np.int64),
-            prompt_lengths=(
-                table.column("prompt_length").to_numpy().astype(np.int64)
-                if "prompt_length" in columns
-                else None
-            ),
-        )
+        lists = {
+            key: table.column(column).to_pylist() if column in columns else None
+            for key, column in LIST_COLUMNS.items()
+        }
+        arrays = {
+            key: table.column(column).to_numpy().astype(np.int64) if column in columns else None
+            for key, column in ARRAY_COLUMNS.items()
+        }
+        splits[name] = Split(**lists, **arrays)  # type: ignore[arg-type]
     return PreparedData(splits, prep.labels, prep.fingerprint, prep.stats, prep.task)
 
 

@@ -19,19 +19,20 @@ import numpy as np
 
 from ftpipe.config.schema import DataConfig
 from ftpipe.data.parse import Table
-from ftpipe.data.sources import no_rows
+from ftpipe.data.sources import no_rows, word_per_line
 from ftpipe.data.validate import (
     Examples,
     Tally,
     enforce,
-    label_name,
     refuse_label_variants,
     resolve_column,
     row_problems,
     short,
-    text_value,
 )
-from ftpipe.tasks import get_task
+from ftpipe.tasks import LabelMap, Task, get_task, text_value
+
+SCHEME_ROWS = 2000
+"""Rows whose raw labels the tag scheme is detected on."""
 
 Reread = Callable[[], Iterable[Table]]
 """Reads the input again from its start, batch by batch (for the texts a message quotes)."""
@@ -61,7 +62,10 @@ class Index:
         unit: "line" or "row", for locations.
         text_column: The column the texts are in.
         pair_column: The column the second texts are in, or None.
+        task: The task that read the rows (it reads a text cell back as text).
         dropped: Rows dropped so far, by kind.
+        repaired: Tags repaired (`data.repair_spans`), for tagged words.
+        scheme: The tag scheme detected on the first rows, for tagged words (IOB2, ...).
     """
 
     source: str
@@ -74,7 +78,10 @@ class Index:
     unit: str
     text_column: str
     pair_column: str | None
+    task: Task
     dropped: Counter[str]
+    repaired: int = 0
+    scheme: str | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -88,10 +95,18 @@ class Index:
         counts = np.bincount(self.labels, minlength=len(self.label_names))
         return Counter({n: int(c) for n, c in zip(self.label_names, counts, strict=True) if c})
 
-    def encoded(self, label2id: dict[str, int]) -> np.ndarray:
-        """Each row's label id in a label map."""
-        ids = np.array([label2id.get(name, -1) for name in self.label_names], dtype=np.int64)
-        return ids[self.labels] if len(self.label_names) else np.zeros(0, dtype=np.int64)
+    def class_counts(self, task: Task) -> Counter[str]:
+        """Rows holding each class: per label, or per tag for tagged words."""
+        counts: Counter[str] = Counter()
+        for name, rows in self.label_counts().items():
+            counts.update(dict.fromkeys(task.classes([name]), rows))
+        return counts
+
+    def strata(self, task: Task, labels: LabelMap) -> np.ndarray:
+        """Each row's stratum id for stratified splits and samples (its class, for labels)."""
+        if not len(self.label_names):
+            return np.zeros(0, dtype=np.int64)
+        return task.strata(self.label_names, labels)[self.labels]
 
     def take(self, rows: np.ndarray, dropped: Counter[str]) -> Index:
         """The rows at the given (ascending) indices, carrying the given drop counts."""
@@ -119,7 +134,11 @@ class Scan:
     ) -> None:
         self.source, self.config = source, config
         self.known_labels, self.known_from = known_labels, known_from
-        task = get_task(config.task)
+        self.task = task = get_task(config.task)
+        # In CoNLL files each word is on its own line, so a word's problem names its line.
+        self.word_lines = word_per_line(source, config)
+        self.repaired = 0
+        self.scheme_sample: list = []
         second = getattr(config, task.second_text_key)  # a pair's second text, or a completion
         self.wanted = {"text": (config.text_column, "data.text_column")}
         if second is not None:
@@ -146,12 +165,23 @@ class Scan:
             used[role] = self.resolved[role] or str(wanted)  # unresolved: all missing for now
         n = len(table)
         columns = {name: table.columns.get(name, [None] * n) for name in used.values()}
+        cells = self.task.read_cells(
+            columns[used["text"]],
+            columns[used["label"]] if "label" in used else None,
+            table.locations,
+            table.numbers if self.word_lines else None,
+            self.config,
+        )
+        self.repaired += cells.repaired
+        if "label" in used and len(self.scheme_sample) < SCHEME_ROWS:
+            self.scheme_sample += columns[used["label"]][: SCHEME_ROWS - len(self.scheme_sample)]
         batch = Examples(
             source=self.source,
-            texts=[text_value(v) for v in columns[used["text"]]],
+            texts=cells.texts,
             pairs=[text_value(v) for v in columns[used["pair"]]] if "pair" in used else None,
-            labels=[label_name(v) for v in columns[used["label"]]] if "label" in used else [""] * n,
+            labels=cells.labels,
             locations=table.locations,
+            problems=cells.problems,
         )
         view = replace(table, columns=columns)
         bad = set()
@@ -201,7 +231,10 @@ class Scan:
             unit=self.unit,
             text_column=str(self.resolved["text"]),
             pair_column=self.resolved.get("pair"),
+            task=self.task,
             dropped=dropped,
+            repaired=self.repaired,
+            scheme=self.task.tag_scheme(self.scheme_sample),
         )
         index = _drop_conflicts(index, policy, reread)
         if self.config.duplicates != "keep":
@@ -217,7 +250,7 @@ def texts_at(index: Index, rows: list[int], reread: Reread) -> dict[int, str]:
         column = table.columns.get(index.text_column, [])
         for position in range(table.start, table.start + len(table)):
             if position in wanted:
-                found[wanted[position]] = text_value(column[position - table.start])
+                found[wanted[position]] = index.task.text_of(column[position - table.start])
         if len(found) == len(wanted):
             break
     return found

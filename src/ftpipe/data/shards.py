@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from ftpipe.config.schema import DataConfig
 from ftpipe.data.scan import Index
 from ftpipe.data.sources import Stream
 from ftpipe.data.tokenize import TokenCounts, tokenize
-from ftpipe.data.validate import text_value
+from ftpipe.data.words import tokenize_words
 from ftpipe.errors import DataError
-from ftpipe.tasks import Task
+from ftpipe.tasks import LabelMap, Task, text_value
 
 
 class ShardWriter:
@@ -30,35 +31,36 @@ class ShardWriter:
         directory: Path,
         tokenizer: Tokenizer,
         task: Task,
-        max_length: int,
-        shard_rows: int,
+        labels: LabelMap,
+        config: DataConfig,
         pairs: bool,
     ) -> None:
         directory.mkdir(parents=True)
         self.directory, self.tokenizer, self.task = directory, tokenizer, task
-        self.max_length, self.shard_rows = max_length, shard_rows
+        self.label2id, self.config = labels.label2id, config
         self.texts: list[str] = []
         self.pairs: list[str] | None = [] if pairs else None
-        self.labels: list[int] = []
+        self.labels: list[str] = []
         self.locations: list[str] = []
         self.shards = 0
+        self.sentences = 0
         self.counts = TokenCounts()
 
     def add(
         self,
         texts: list[str],
         pairs: list[str] | None,
-        labels: Sequence[int],
+        labels: Sequence[str],
         locations: list[str],
     ) -> None:
-        """Append rows; write every shard that fills up."""
+        """Append rows (labels by name); write every shard that fills up."""
         self.texts += texts
         if self.pairs is not None and pairs is not None:
             self.pairs += pairs
         self.labels += labels
         self.locations += locations
-        while len(self.texts) >= self.shard_rows:
-            self._write(self.shard_rows)
+        while len(self.texts) >= self.config.shard_rows:
+            self._write(self.config.shard_rows)
 
     def close(self) -> TokenCounts:
         """Write the last shard (an empty one for an empty split); return the token counts."""
@@ -73,30 +75,67 @@ class ShardWriter:
             pairs, self.pairs = self.pairs[:rows], self.pairs[rows:]
         labels, self.labels = self.labels[:rows], self.labels[rows:]
         locations, self.locations = self.locations[:rows], self.locations[rows:]
+        if self.task.pretokenized:
+            columns = self._word_columns(texts, labels, locations)
+        else:
+            columns = self._row_columns(texts, pairs, labels, locations)
+        path = self.directory / f"part-{self.shards:05d}.parquet"
+        pq.write_table(pa.table(columns), path, compression="zstd")
+        self.shards += 1
+
+    def _row_columns(
+        self, texts: list[str], pairs: list[str] | None, labels: list[str], locations: list[str]
+    ) -> dict[str, pa.Array]:
+        """One model row per input row: its text(s), label id, token ids and task columns."""
+        data = self.config
         tokens = tokenize(
-            self.tokenizer, texts, pairs, self.max_length, desc=f"tokenize {self.directory.name}"
+            self.tokenizer, texts, pairs, data.max_length, desc=f"tokenize {self.directory.name}"
         )
         self.counts.add(tokens)
         columns: dict[str, pa.Array] = {"text": pa.array(texts, pa.string())}
         if pairs is not None:
             columns["text_pair"] = pa.array(pairs, pa.string())
-        columns["label"] = pa.array(labels, pa.int32())
+        columns["label"] = pa.array([self.label2id[name] for name in labels], pa.int32())
         columns["input_ids"] = pa.array(tokens.input_ids, pa.list_(pa.int32()))
         columns |= self.task.prep_columns(tokens)
         columns["location"] = pa.array(locations, pa.string())
-        path = self.directory / f"part-{self.shards:05d}.parquet"
-        pq.write_table(pa.table(columns), path, compression="zstd")
-        self.shards += 1
+        return columns
+
+    def _word_columns(
+        self, texts: list[str], labels: list[str], locations: list[str]
+    ) -> dict[str, pa.Array]:
+        """Tagged words: one model row per window of a sentence (`ftpipe.data.words`).
+
+        `sentence` numbers the split's sentences, so evaluation scores each word once.
+        """
+        data = self.config
+        tags = [[self.label2id[tag] for tag in name.split(" ")] for name in labels]
+        rows = tokenize_words(
+            self.tokenizer, [text.split(" ") for text in texts], tags, data.max_length,
+            data.stride, data.label_all_subwords,
+        )  # fmt: skip
+        self.counts.add(rows.tokens)
+        of = rows.sentence_of
+        columns = {
+            "text": pa.array([texts[i] for i in of], pa.string()),
+            "tags": pa.array([labels[i] for i in of], pa.string()),
+            "label": pa.array(np.full(len(of), -1), pa.int32()),
+            "input_ids": pa.array(rows.tokens.input_ids, pa.list_(pa.int32())),
+            "token_labels": pa.array(rows.token_labels, pa.list_(pa.int32())),
+            "word_ids": pa.array(rows.word_ids, pa.list_(pa.int32())),
+            "sentence": pa.array(of + self.sentences, pa.int32()),
+            "location": pa.array([locations[i] for i in of], pa.string()),
+        }
+        self.sentences += len(texts)
+        return columns
 
 
-def write_rows(
-    stream: Stream, splits: dict[str, tuple[Index, np.ndarray]], writers: dict[str, ShardWriter]
-) -> None:
+def write_rows(stream: Stream, splits: dict[str, Index], writers: dict[str, ShardWriter]) -> None:
     """Read an input again and hand each kept row, in order, to its split's writer.
 
     Args:
         stream: The input the splits' rows come from.
-        splits: Split name to its rows (an index into this input) and their label-map ids.
+        splits: Split name to its rows (an index into this input).
         writers: Split name to its writer.
 
     Raises:
@@ -105,7 +144,7 @@ def write_rows(
     digest = stream.digest
     for table in stream.batches():
         end = table.start + len(table)
-        for name, (index, label_ids) in splits.items():
+        for name, index in splits.items():
             lo, hi = np.searchsorted(index.positions, [table.start, end])
             if lo == hi:
                 continue
@@ -115,10 +154,11 @@ def write_rows(
             if index.pair_column is not None:
                 column = table.columns[index.pair_column]
                 pairs = [text_value(column[i]) for i in rows]
+            task = writers[name].task
             writers[name].add(
-                [text_value(texts[i]) for i in rows],
+                [task.text_of(texts[i]) for i in rows],
                 pairs,
-                label_ids[lo:hi].tolist(),
+                [index.label_names[i] for i in index.labels[lo:hi].tolist()],
                 [f"{index.unit} {n}" for n in index.numbers[lo:hi].tolist()],
             )
     if stream.digest != digest:

@@ -1,4 +1,4 @@
-"""Read a labelled table from CSV, TSV, JSONL, Parquet or a Hugging Face dataset, in batches.
+"""Read a labelled table from CSV, TSV, JSONL, CoNLL, Parquet or a Hugging Face dataset.
 
 Readers stream: an input is read in batches of at most `BATCH_ROWS` rows, so memory does not
 grow with the file. Each batch keeps every row as written, with its line (or row) number, so
@@ -7,6 +7,10 @@ surrogate escapes rather than failing the whole file, and a row that cannot be p
 with its parse error: both are reported per row, under the user's `data.on_error` policy. The
 sha256 of an input's raw bytes (after decompression), which the data fingerprint is built
 from, is computed as the bytes stream past.
+
+A CoNLL file (a word and its tag per line, sentences separated by blank lines: .conll, .iob,
+.bio, or .txt with `data.task: token-classification`) reads as one row per sentence, with
+columns `tokens` and `tags`, numbered by the line of the sentence's first word.
 """
 
 from __future__ import annotations
@@ -24,11 +28,28 @@ from typing import IO, Any
 import fsspec
 
 from ftpipe.config.schema import DataConfig
-from ftpipe.data.parse import BATCH_ROWS, Table, delimited_batches, jsonl_batches
+from ftpipe.data.parse import (
+    BATCH_ROWS,
+    Table,
+    conll_batches,
+    delimited_batches,
+    jsonl_batches,
+)
 from ftpipe.errors import DataError, reason
 
 HF_PREFIX = "hf:"
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+    ".conll": "conll",
+    ".iob": "conll",
+    ".bio": "conll",
+}
+"""Extension to format; .txt is CoNLL too, but only with `data.task: token-classification`."""
+FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSONL", "conll": "CoNLL"}
+"""How messages name each text format."""
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 BINARY_PROBE = 8192
 """Bytes at the start of a text input (after decompression) checked for NUL bytes."""
@@ -75,6 +96,8 @@ class Stream:
             )
             if fmt == "jsonl":
                 yield from jsonl_batches(self.source, text)
+            elif fmt == "conll":
+                yield from conll_batches(self.source, text, self.config.tag_column)
             else:
                 yield from delimited_batches(self.source, text, fmt, self.config.has_header)
             text.read()  # to the end, so the digest covers every byte
@@ -126,12 +149,16 @@ def input_digest(source: str, config: DataConfig) -> str:
 def _format_of(source: str, config: DataConfig) -> str:
     if config.format != "auto":
         return config.format
+    tokens = config.task == "token-classification"
     for suffix in reversed(PurePosixPath(source.split("?")[0]).suffixes):
         if suffix.lower() in FORMATS:
             return FORMATS[suffix.lower()]
+        if suffix.lower() == ".txt" and tokens:
+            return "conll"
     raise DataError(
-        f"Cannot tell the format of {source} from its extension. Name it .csv, .tsv, .jsonl or "
-        ".parquet, or set data.format to one of csv, tsv, jsonl, parquet."
+        f"Cannot tell the format of {source} from its extension. Name it .csv, .tsv, .jsonl, "
+        ".parquet or .conll (.txt is CoNLL with data.task=token-classification), or set "
+        "data.format to one of csv, tsv, jsonl, parquet, conll."
     )
 
 
@@ -238,17 +265,18 @@ def unreadable(
 
 
 def check_not_binary(source: str, head: bytes, fmt: str) -> None:
-    """Refuse a text input whose first block holds NUL bytes: it is binary, not CSV/TSV/JSONL.
+    """Refuse a text input whose first block holds NUL bytes: it is binary, not text.
 
     Raises:
         DataError: If `head` (the first bytes after decompression) holds a NUL byte.
     """
     if b"\x00" in head:
+        name = FORMAT_NAMES.get(fmt, fmt.upper())
         raise DataError(
-            f"{source} looks binary, not {fmt.upper()} text: its first {len(head):,} bytes hold "
-            "NUL bytes, which CSV, TSV and JSONL files never contain. Check that data.train / "
-            f"data.eval name the right file and that data.format (read as {fmt}) matches it; "
-            "UTF-16 text must be re-saved as UTF-8."
+            f"{source} looks binary, not {name} text: its first {len(head):,} bytes hold "
+            "NUL bytes, which CSV, TSV, JSONL and CoNLL files never contain. Check that "
+            "data.train / data.eval name the right file and that data.format (read as "
+            f"{fmt}) matches it; UTF-16 text must be re-saved as UTF-8."
         )
 
 
@@ -300,3 +328,16 @@ def _load_hf(source: str, config: DataConfig) -> Any:
             f"{split!r}): {reason(exc)}. Check the name, data.hf_config and the split; "
             "offline, point data.train at a local file instead."
         ) from None
+
+
+def word_per_line(source: str, config: DataConfig) -> bool:
+    """Whether an input is a CoNLL file (one word per line), so a word's problem names its line.
+
+    False for `hf:` datasets and for inputs whose format cannot be told (reading them says why).
+    """
+    if source.startswith(HF_PREFIX):
+        return False
+    try:
+        return _format_of(source, config) == "conll"
+    except DataError:
+        return False

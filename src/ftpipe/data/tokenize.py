@@ -41,6 +41,10 @@ class Tokenized:
     """Pre-tokenized words over all examples."""
     unknown: int
     """Unknown tokens over all examples."""
+    windows: int = 0
+    """Rows added by splitting long sentences of tagged words into windows."""
+    lost_words: int = 0
+    """Tagged words cut off by truncation (`data.stride: null`)."""
 
 
 @dataclass
@@ -52,6 +56,8 @@ class TokenCounts:
     pieces: int = 0
     words: int = 0
     unknown: int = 0
+    windows: int = 0
+    lost_words: int = 0
 
     def add(self, tokens: Tokenized) -> None:
         """Count one shard's tokens."""
@@ -59,6 +65,8 @@ class TokenCounts:
         self.pieces += tokens.pieces
         self.words += tokens.words
         self.unknown += tokens.unknown
+        self.windows += tokens.windows
+        self.lost_words += tokens.lost_words
 
     @property
     def all_lengths(self) -> np.ndarray:
@@ -129,7 +137,7 @@ def tokenize(
     is_pair = pairs is not None
     inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
     specials = tokenizer.num_special_tokens_to_add(is_pair)
-    unk_id = _unknown_id(tokenizer)
+    unk_id = unknown_id(tokenizer)
     input_ids: list[list[int]] = []
     type_ids: list[list[int]] = []
     starts: list[int] = []
@@ -205,7 +213,8 @@ def _second_start(enc: Encoding) -> int:
     return next((i for i, s in enumerate(enc.sequence_ids) if s == 1), len(enc.ids))
 
 
-def _unknown_id(tokenizer: Tokenizer) -> int | None:
+def unknown_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the tokenizer's unknown token, or None when its model has none."""
     # WordPiece and Unigram models name an unknown token; byte-level BPE has none (rate 0).
     unk = getattr(tokenizer.model, "unk_token", None)
     return tokenizer.token_to_id(unk) if unk else None

@@ -12,17 +12,16 @@ texts.
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ftpipe.config.schema import DataConfig
-from ftpipe.data.sources import Table
+from ftpipe.data.sources import Table, word_per_line
 from ftpipe.errors import DataError
-from ftpipe.tasks import RowView, get_task
+from ftpipe.tasks import SCALARS, RowView, Task, get_task
 
 if TYPE_CHECKING:  # the scan builds on this module's row checks
     from ftpipe.data.scan import Index
@@ -51,8 +50,10 @@ class Examples:
     source: str
     texts: list[str]
     pairs: list[str] | None
-    labels: list[str]
+    labels: list[str | None]
     locations: list[str]
+    problems: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+    """By row, a problem found while reading its cells (`ftpipe.tasks.Task.read_cells`)."""
 
 
 class Tally:
@@ -93,13 +94,13 @@ def enforce(source: str, tally: Tally, policy: str, fix: str) -> Counter[str]:
     return Counter(tally.kinds)
 
 
-def check_trainable(rows: Index) -> None:
+def check_trainable(rows: Index, task: Task) -> None:
     """Fail if fewer than two classes are left to train on in a scan's valid rows.
 
     Raises:
-        DataError: If the rows hold fewer than two labels.
+        DataError: If the rows hold fewer than two labels (tags, for tagged words).
     """
-    classes = sorted(rows.label_counts())
+    classes = sorted(rows.class_counts(task))
     if len(classes) < 2:
         found = f"only the label {classes[0]!r}" if classes else "no rows"
         raise DataError(
@@ -180,31 +181,6 @@ def resolve_column(
     )
 
 
-SCALARS = (str, int, float, bool, type(None))
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def text_value(value: Any) -> str:
-    """A cell as text: missing values and non-scalars read as empty (reported elsewhere)."""
-    if _is_missing(value) or not isinstance(value, SCALARS):
-        return ""  # empty texts are reported; non-scalars are reported as malformed first
-    return value if isinstance(value, str) else str(value)
-
-
-def label_name(value: Any) -> str | None:
-    """Labels may be strings or integers; both become their string name."""
-    if _is_missing(value) or not isinstance(value, SCALARS):
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip() or None
-
-
 def row_problems(
     table: Table,
     used: list[str],
@@ -219,13 +195,18 @@ def row_problems(
     known = set(known_labels) if known_labels is not None else None
     resembles = {label_key(name): name for name in known or ()}
     pairs = examples.pairs
+    # A pre-tokenized task reads its text and label columns as lists, in `read_cells`.
+    scalars = [c for j, c in enumerate(used) if not task.pretokenized or 0 < j < len(used) - 1]
+    lines = table.numbers if word_per_line(table.source, config) else None
     for i, where in enumerate(examples.locations):
         second = pairs[i] if pairs is not None else None
         body = examples.texts[i] + (second or "")
         name = examples.labels[i]
-        nested = [c for c in used if not isinstance(table.columns[c][i], SCALARS)]
+        nested = [c for c in scalars if not isinstance(table.columns[c][i], SCALARS)]
         if table.errors[i]:
             yield Problem(i, "malformed", f"{where}: {table.errors[i]}")
+        elif i in examples.problems:
+            yield Problem(i, *examples.problems[i])
         elif nested:
             kind = type(table.columns[nested[0]][i]).__name__
             yield Problem(i, "malformed", f"{where}: column {nested[0]!r} holds a {kind}, not text")
@@ -234,7 +215,9 @@ def row_problems(
                 i, "not_utf8", f"{where}: bytes that are not valid UTF-8; re-save the file as UTF-8"
             )
         elif problem := task.row_problem(
-            RowView(where, examples.texts[i], second, name, tuple(used)), known, known_from
+            RowView(where, examples.texts[i], second, name, tuple(used), lines and lines[i]),
+            known,
+            known_from,
         ):
             if problem[0] == "unknown_label" and (like := resembles.get(label_key(name or ""))):
                 problem = (

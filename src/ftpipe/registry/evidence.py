@@ -20,7 +20,15 @@ from ftpipe.registry.tracking import evaluation_dir
 EVAL_PREFIX = "ftpipe.eval."
 """Prefix of the version tags that carry evaluations."""
 
-_KEPT_METRICS = ("accuracy", "macro_f1", "ece", "latency_p95_ms", "size_mb", "rows")
+_KEPT_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "ece",
+    "entity_f1",
+    "latency_p95_ms",
+    "size_mb",
+    "rows",
+)
 """Metrics copied into the evidence (the gate's budgets read latency and size)."""
 
 
@@ -54,7 +62,7 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
         f"{EVAL_PREFIX}fingerprint": evaluation.fingerprint,
         f"{EVAL_PREFIX}{evaluation.fingerprint[:16]}": json.dumps(record, sort_keys=True),
     }
-    for key in ("accuracy", "macro_f1", "ece"):
+    for key in ("accuracy", "macro_f1", "ece", "entity_f1", "token_accuracy"):
         if key in evaluation.metrics:
             tags[f"{EVAL_PREFIX}{key}"] = f"{evaluation.metrics[key]:.6f}"
     return tags

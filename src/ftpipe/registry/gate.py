@@ -10,18 +10,26 @@ The rows should be prep's test split. On eval, which also selected the model (th
 trial, training's best checkpoint), the interval is optimistic, and the decision says so
 (`Decision.optimistic`, `OPTIMISTIC` in its reason).
 
-A sample's metric comes from its confusion matrix, computed for all samples at once with
-one `bincount` over (sample, label, prediction) codes.
+One set of rules serves two kinds of prediction. A classifier's rows are labelled rows; a
+sample's accuracy or macro-F1 comes from its confusion matrix, for all samples at once from one
+`bincount` over (sample, label, prediction) codes. A named-entity model's rows are sentences
+(`Scored.counts`, from `ftpipe.tasks.entities.sentence_counts`); the sentence is the resampled
+unit, a sample's entity micro-F1 comes from its sentences' span counts summed (`W @ counts`,
+W[sample, sentence] how often the sample drew it), and the per-class F1 rule guards each type.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-Metric = Literal["accuracy", "macro_f1"]
+Metric = Literal["accuracy", "macro_f1", "entity_f1"]
+
+ENTITY_METRICS = ("entity_f1",)
+"""Metrics computed from entity counts (`Scored.counts`); the others need per-row labels."""
 
 OPTIMISTIC = (
     "The interval is optimistic: the eval split it was computed on also selected the model (the "
@@ -32,7 +40,7 @@ OPTIMISTIC = (
 """Said by a decision made on the eval split, in its reason and in the log."""
 
 _CHUNK_CELLS = 4_000_000
-"""Row indices drawn per chunk of bootstrap samples (bounds memory at ~32 MB)."""
+"""Row indices drawn per chunk of bootstrap samples (bounds each chunk's arrays at ~32 MB)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,8 @@ class Policy:
     Attributes:
         metric: What "better" means.
         margin: The whole confidence interval of (challenger - champion) must lie above it.
-        max_class_f1_drop: Largest drop in any one class's F1 that is tolerated.
+        max_class_f1_drop: Largest drop in any one class's F1 that is tolerated (for
+            entity counts: any one entity type's F1).
         floor: With no champion, the interval's lower bound of the metric must reach it.
         confidence: Two-sided confidence level of the intervals.
         samples: Bootstrap samples.
@@ -66,12 +75,20 @@ class Policy:
 class Scored:
     """One model's predictions on the held-out set, plus what the budgets check.
 
+    Either per-row labels (a classifier) or per-sentence entity counts (a named-entity model,
+    built with `Scored.entities`, whose `labels` and `predicted` are empty).
+
     Attributes:
-        labels: True label ids, one per row.
-        predicted: Predicted label ids, same rows.
-        names: Label names in id order.
+        labels: True label ids, one per row; empty with `counts`.
+        predicted: Predicted label ids, same rows; empty with `counts`.
+        names: Label names in id order, or with `counts` the entity types in their order.
         latency_ms: p95 single-row latency, if measured.
         size_mb: Model size on disk, if measured.
+        counts: Entity counts [sentences, types, 3] of (true positives, predicted spans, gold
+            spans) per sentence and type; None for a classifier.
+
+    Raises:
+        ValueError: If `counts` is not shaped [sentences, len(names), 3], or comes with labels.
     """
 
     labels: np.ndarray
@@ -79,6 +96,34 @@ class Scored:
     names: tuple[str, ...]
     latency_ms: float | None = None
     size_mb: float | None = None
+    counts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.counts is None:
+            return
+        shape = np.shape(self.counts)
+        if len(shape) != 3 or shape[1:] != (len(self.names), 3):
+            raise ValueError(
+                f"Entity counts have shape {shape}, not (sentences, {len(self.names)} types, 3)."
+            )
+        if len(self.labels) or len(self.predicted):
+            raise ValueError("A Scored holds either per-row labels or entity counts, not both.")
+
+    @classmethod
+    def entities(
+        cls, counts: np.ndarray, types: Sequence[str], latency_ms: float | None = None,
+        size_mb: float | None = None,
+    ) -> Scored:  # fmt: skip
+        """A named-entity model's predictions as per-sentence counts.
+
+        Args:
+            counts: `sentence_counts(gold, predicted, types)`: [sentences, types, 3].
+            types: The entity types, in the order of the counts' second axis.
+            latency_ms: p95 single-row latency, if measured.
+            size_mb: Model size on disk, if measured.
+        """
+        empty = np.empty(0, dtype=np.int64)
+        return cls(empty, empty, tuple(types), latency_ms, size_mb, np.asarray(counts))
 
 
 @dataclass(frozen=True)
@@ -94,7 +139,8 @@ class Decision:
         ci_low: Lower bound of the interval: of the difference, or of the challenger's
             metric when there is no champion.
         ci_high: Upper bound of the same interval.
-        class_f1_deltas: Challenger minus champion F1 per class (empty without a champion).
+        class_f1_deltas: Challenger minus champion F1 per class, or per entity type for
+            entity counts (empty without a champion).
         checks: Each rule's outcome, by name.
         split: The prep split the predictions are on: "test", or "eval" without a test split.
         optimistic: Whether the interval is biased upwards because the split also selected
@@ -130,11 +176,39 @@ def per_class_f1(matrices: np.ndarray) -> np.ndarray:
 
 
 def metric_value(matrices: np.ndarray, metric: Metric) -> np.ndarray:
-    """Accuracy or macro-F1 of confusion matrices [..., C, C]."""
+    """Accuracy or macro-F1 of confusion matrices [..., C, C].
+
+    Raises:
+        ValueError: If `metric` is not computed from confusion matrices.
+    """
     if metric == "accuracy":
         correct = np.diagonal(matrices, axis1=-2, axis2=-1).sum(axis=-1)
         return correct / matrices.sum(axis=(-2, -1))
-    return per_class_f1(matrices).mean(axis=-1)
+    if metric == "macro_f1":
+        return per_class_f1(matrices).mean(axis=-1)
+    raise ValueError(f"Metric {metric!r} is not computed from confusion matrices.")
+
+
+def span_f1(counts: np.ndarray) -> np.ndarray:
+    """F1 of (true positives, predicted, gold) span counts [..., 3]; 0 where undefined.
+
+    Computed as 2PR/(P+R), the way `ftpipe.tasks.entities.entity_scores` does, so the two
+    agree to the last bit. Pass counts [..., types, 3] for per-type F1, and their sum over
+    types ([..., 3]) for micro-F1.
+    """
+    tp, predicted, gold = np.moveaxis(np.asarray(counts, dtype=np.float64), -1, 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, gold, out=np.zeros_like(tp), where=gold > 0)
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
+
+
+def _resamples(n: int, samples: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first sample, drawn row indices [k, n]) per chunk: every bootstrap draws rows here."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    for start in range(0, samples, chunk):
+        yield start, rng.integers(0, n, size=(min(chunk, samples - start), n))
 
 
 def bootstrap(
@@ -149,19 +223,41 @@ def bootstrap(
 
     Every model is scored on the same resampled rows (a paired bootstrap).
     """
-    rng = np.random.default_rng(seed)
-    n = len(labels)
     codes = [labels.astype(np.int64) * classes + p.astype(np.int64) for p in predictions]
     cells = classes * classes
     out = np.empty((samples, len(predictions)))
-    chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    for start in range(0, samples, chunk):
-        k = min(chunk, samples - start)
-        rows = rng.integers(0, n, size=(k, n))
+    for start, rows in _resamples(len(labels), samples, seed):
+        k = len(rows)
         offsets = (np.arange(k) * cells)[:, None]
         for m, code in enumerate(codes):
             counts = np.bincount((code[rows] + offsets).ravel(), minlength=k * cells)
             out[start : start + k, m] = metric_value(counts.reshape(k, classes, classes), metric)
+    return out
+
+
+def entity_bootstrap(counts: list[np.ndarray], samples: int, seed: int) -> np.ndarray:
+    """Entity micro-F1 of each model on each bootstrap sample of sentences: [samples, models].
+
+    Every model is scored on the same resampled sentences (a paired bootstrap), drawn as
+    `bootstrap` draws rows. A sample's counts are its sentences' counts summed, with a
+    sentence drawn twice counted twice: `W @ counts` for all samples of a chunk at once (the
+    counts summed over types first, as micro-F1 needs only the totals).
+
+    Args:
+        counts: Each model's counts [sentences, types, 3], on the same sentences in order.
+        samples: Bootstrap samples.
+        seed: Seed of the resampling.
+    """
+    n = len(counts[0])
+    tables = [np.asarray(c).sum(axis=1).astype(np.float64) for c in counts]  # [n, 3]
+    out = np.empty((samples, len(counts)))
+    for start, rows in _resamples(n, samples, seed):
+        k = len(rows)
+        rows += (np.arange(k) * n)[:, None]  # (sample, sentence) codes, in place
+        # W[sample, sentence]: how often the sample drew the sentence (float: BLAS matmul).
+        weights = np.bincount(rows.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
+        for m, table in enumerate(tables):
+            out[start : start + k, m] = span_f1(weights @ table)
     return out
 
 
@@ -183,17 +279,22 @@ def decide(
         policy: The rules.
         split: The prep split the rows are: "test", or "eval", whose interval is optimistic
             (the reason then says so).
+
+    Raises:
+        ValueError: If the metric does not fit the kind of predictions (`entity_f1` needs
+            entity counts, the others per-row labels), or the champion's predictions are not
+            on the same rows (for entity counts: the same types and gold spans per sentence).
     """
-    classes = len(challenger.names)
-    mine = confusion(challenger.labels, challenger.predicted, classes)
-    value = float(metric_value(mine, policy.metric))
+    models = [challenger] if champion is None else [challenger, champion]
+    for scored in models:
+        _check_metric(scored, policy.metric)
+    if champion is not None and not _same_rows(challenger, champion):
+        raise ValueError("the two prediction sets are not on the same rows")
+    value, mine = _whole_set(challenger, policy.metric)
     budgets, notes = _budgets(challenger, policy)
+    draws = _draws(models, policy)
     if champion is None:
-        draws = bootstrap(
-            challenger.labels, [challenger.predicted], classes, policy.metric,
-            policy.samples, policy.seed,
-        )[:, 0]  # fmt: skip
-        low, high = interval(draws, policy.confidence)
+        low, high = interval(draws[:, 0], policy.confidence)
         checks = {"floor": low >= policy.floor, **budgets}
         detail = (
             f"no champion yet; {policy.metric} {value:.4f}, {policy.confidence:.0%} CI "
@@ -203,16 +304,9 @@ def decide(
             all(checks.values()), _reason(checks, detail, split), policy.metric, value, None,
             low, high, {}, checks, split, split != "test",
         )  # fmt: skip
-    if not np.array_equal(challenger.labels, champion.labels):
-        raise ValueError("the two prediction sets are not on the same rows")
-    theirs = confusion(champion.labels, champion.predicted, classes)
-    baseline = float(metric_value(theirs, policy.metric))
-    draws = bootstrap(
-        challenger.labels, [challenger.predicted, champion.predicted], classes,
-        policy.metric, policy.samples, policy.seed,
-    )  # fmt: skip
+    baseline, theirs = _whole_set(champion, policy.metric)
     low, high = interval(draws[:, 0] - draws[:, 1], policy.confidence)
-    deltas = per_class_f1(mine) - per_class_f1(theirs)
+    deltas = mine - theirs
     class_deltas = {name: float(d) for name, d in zip(challenger.names, deltas, strict=True)}
     checks = {
         "improvement": low > policy.margin,
@@ -220,15 +314,59 @@ def decide(
         **budgets,
     }
     worst = min(class_deltas, key=class_deltas.__getitem__)
+    unit = "class" if challenger.counts is None else "entity type"
     detail = (
         f"{policy.metric} {value:.4f} vs champion {baseline:.4f}; difference "
         f"{policy.confidence:.0%} CI [{low:.4f}, {high:.4f}] against margin {policy.margin:.4f}; "
-        f"largest class F1 drop {-min(class_deltas[worst], 0.0):.4f} ({worst}) against "
+        f"largest {unit} F1 drop {-min(class_deltas[worst], 0.0):.4f} ({worst}) against "
         f"{policy.max_class_f1_drop:.4f}{notes}"
     )
     return Decision(
         all(checks.values()), _reason(checks, detail, split), policy.metric, value, baseline,
         low, high, class_deltas, checks, split, split != "test",
+    )  # fmt: skip
+
+
+def _check_metric(scored: Scored, metric: Metric) -> None:
+    """Raise ValueError when `metric` cannot be computed from this kind of predictions."""
+    if scored.counts is None and metric in ENTITY_METRICS:
+        raise ValueError(
+            f"The gate's metric {metric!r} needs entity counts (Scored.entities), but these "
+            "predictions are per-row labels; use accuracy or macro_f1 for a classifier."
+        )
+    if scored.counts is not None and metric not in ENTITY_METRICS:
+        raise ValueError(
+            f"The gate's metric {metric!r} needs per-row labels, but these predictions are "
+            f"entity counts; use {' or '.join(ENTITY_METRICS)} for a named-entity model."
+        )
+
+
+def _same_rows(challenger: Scored, champion: Scored) -> bool:
+    """Whether both are on the same rows: same labels, or same types and gold spans."""
+    if challenger.counts is None or champion.counts is None:
+        return np.array_equal(challenger.labels, champion.labels)
+    return challenger.names == champion.names and np.array_equal(
+        challenger.counts[..., 2], champion.counts[..., 2]
+    )
+
+
+def _whole_set(scored: Scored, metric: Metric) -> tuple[float, np.ndarray]:
+    """The metric on the whole set, and the F1 of each class (or entity type)."""
+    if scored.counts is not None:
+        summed = scored.counts.sum(axis=0)  # [types, 3]
+        return float(span_f1(summed.sum(axis=0))), span_f1(summed)
+    matrix = confusion(scored.labels, scored.predicted, len(scored.names))
+    return float(metric_value(matrix, metric)), per_class_f1(matrix)
+
+
+def _draws(models: list[Scored], policy: Policy) -> np.ndarray:
+    """Each model's metric on each bootstrap sample (paired): [samples, models]."""
+    if models[0].counts is not None:
+        counts = [m.counts for m in models if m.counts is not None]
+        return entity_bootstrap(counts, policy.samples, policy.seed)
+    return bootstrap(
+        models[0].labels, [m.predicted for m in models], len(models[0].names), policy.metric,
+        policy.samples, policy.seed,
     )  # fmt: skip
 
 

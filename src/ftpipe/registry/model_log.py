@@ -36,6 +36,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array, Object, Property
 
 from ftpipe.registry.client import retry, scoped_mlflow
 from ftpipe.registry.lock import process_gone, process_identity
@@ -154,7 +155,8 @@ def log_model(
     task = export.task.serving("register")
     pairs = getattr(export.config.data, task.second_text_key) is not None
     columns = task.signature(export.labels.names if export.labels else (), pairs)
-    inputs, outputs = ([ColSpec(kind, name) for name, kind in c.items()] for c in columns)
+    inputs, outputs = ([ColSpec(_mlflow_type(kind), name) for name, kind in c.items()]
+                       for c in columns)  # fmt: skip
     example = {"text": ["an example input"]} | ({"text_pair": ["a second text"]} if pairs else {})
     # The logged model belongs to its run's experiment; MLflow takes it from the active one.
     experiment = client.get_run(run_id).info.experiment_id
@@ -175,6 +177,15 @@ def log_model(
             validate_serving_input=False,
             await_registration_for=0,
         )
+
+
+def _mlflow_type(kind: str | list | dict) -> Any:
+    """A task's column type as MLflow's: a name, `[item]` for a list, `{name: type}` an object."""
+    if isinstance(kind, list):
+        return Array(_mlflow_type(kind[0]))
+    if isinstance(kind, dict):
+        return Object([Property(name, _mlflow_type(value)) for name, value in kind.items()])
+    return kind
 
 
 def reusable_model(client: MlflowClient, run_id: str, digest: str) -> str | None:

@@ -32,10 +32,11 @@ from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.registry.client import connect, retry, scoped_mlflow
 from ftpipe.registry.evidence import EVAL_PREFIX, evidence
-from ftpipe.registry.gate import OPTIMISTIC, Decision, Policy, Scored, decide
+from ftpipe.registry.gate import ENTITY_METRICS, OPTIMISTIC, Decision, Policy, Scored, decide
 from ftpipe.registry.lock import promotion_lock
 from ftpipe.registry.versions import CHALLENGER, CHAMPION
 from ftpipe.tasks import get_task
+from ftpipe.tasks.entities import entity_types, sentence_counts
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,12 @@ def promote(config: Config, version: str | None = None, dry_run: bool = False) -
             _predictions(client, record["predictions"]) for record in (mine, theirs) if record
         ]
         names = _names_of(*frames)
+        rules = policy(config)
         try:
             decision = decide(
-                _scored(frames[0], mine, names),
-                _scored(frames[1], theirs, names) if theirs else None,
-                policy(config),
+                _scored(frames[0], mine, names, rules.metric),
+                _scored(frames[1], theirs, names, rules.metric) if theirs else None,
+                rules,
                 mine["split"],
             )
         except ValueError as exc:  # same fingerprint, different rows: a corrupted artifact
@@ -199,16 +201,24 @@ def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
         raise
 
 
-def _scored(frame: pd.DataFrame, record: dict, names: tuple[str, ...]) -> Scored:
-    """One model's predictions as label ids in the order `names`, with its budgets' numbers."""
-    ids = {n: i for i, n in enumerate(names)}
+def _scored(frame: pd.DataFrame, record: dict, names: tuple[str, ...], metric: str) -> Scored:
+    """One model's predictions as label ids in the order `names`, with its budgets' numbers.
+
+    For an entity metric, each row is a sentence whose label and prediction are tags joined
+    by spaces: the gate gets its per-sentence entity counts, over the types the tags name.
+    """
     metrics = record.get("metrics", {})
+    budgets = {"latency_ms": metrics.get("latency_p95_ms"), "size_mb": metrics.get("size_mb")}
+    if metric in ENTITY_METRICS:
+        types = entity_types(tag for name in names for tag in name.split(" "))
+        gold, predicted = ([row.split(" ") for row in frame[c]] for c in ("label", "predicted"))
+        return Scored.entities(sentence_counts(gold, predicted, types), types, **budgets)
+    ids = {n: i for i, n in enumerate(names)}
     return Scored(
         labels=frame["label"].map(ids).to_numpy(np.int64),
         predicted=frame["predicted"].map(ids).to_numpy(np.int64),
         names=names,
-        latency_ms=metrics.get("latency_p95_ms"),
-        size_mb=metrics.get("size_mb"),
+        **budgets,
     )
 
 

@@ -7,8 +7,9 @@ pooled-classifier) all work and tokenize as in training. The model is logged "fr
 (`pyfunc_code.py`): MLflow stores that file, not a pickle, and nothing user-supplied is ever
 unpickled.
 
-Input: a DataFrame with a `text` column (and `text_pair` for pair models). Output: `label`
-and one `prob_<label>` column per class.
+Input: a DataFrame with a `text` column (and `text_pair` for pair models). Output: for a
+classifier, `label` and one `prob_<label>` column per class; for an entity tagger, `entities`
+(text, type, start, end, score per entity) and `tags` (one per word of the text).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ EXPORT_ARTIFACT = "export"
 
 
 class ExportModel(PythonModel):
-    """Serve an ftpipe classification export."""
+    """Serve an ftpipe export."""
 
     def load_context(self, context) -> None:
         """Load the export from the model's artifacts."""
@@ -34,10 +35,10 @@ class ExportModel(PythonModel):
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Labels and class probabilities for each input row."""
+        """What the model's task returns for each input row."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         texts = frame["text"].astype(str).tolist()
         pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame else None
         if params and params.get("batch_size"):
             self.predictor.batch_size = int(params["batch_size"])
-        return self.predictor.frame(self.predictor.probabilities(texts, pairs))
+        return self.predictor.predict(texts, pairs)

@@ -1,18 +1,22 @@
-"""The evaluate stage: score a model on the held-out split, per class, with calibration.
+"""The evaluate stage: score a model on the held-out split, as its task scores it.
 
 The held-out split is prep's test split when it held one out (`data.test`,
-`data.test_fraction`), else eval (`load_heldout`); `evaluation.json` records which.
+`data.test_fraction`), else eval (`load_heldout`); `evaluation.json` records which. The task
+scores the model's outputs (`ServingTask.score_heldout`).
 
 It writes, under `evaluate.output_dir`:
 
-* `metrics.json`: accuracy, macro-F1, per-class precision/recall/F1, the expected calibration
+* `metrics.json`: the task's metrics, p95 single-row latency and the model's size on disk.
+  Classifiers: accuracy, macro-F1, per-class precision/recall/F1, the expected calibration
   error (ECE, `evaluate.calibration_bins` equal-width bins) and log loss of the probabilities
   served (the export's temperature applied), the export's `temperature` with the ECE and log
-  loss before (`*_raw`) and after (`*_calibrated`) it, p95 single-row latency and the model's
-  size on disk;
-* `predictions.parquet`: one row per held-out example (row, text, label, predicted, correct,
-  confidence, a probability per class), which the promotion gate's paired bootstrap reads;
-* `confusion_matrix.png`;
+  loss before (`*_raw`) and after (`*_calibrated`) it. Tagged words: strict IOB2 entity
+  precision, recall and F1, micro and per type, and token accuracy;
+* `predictions.parquet`: one row per held-out example (row, text, label, predicted, ...; for
+  tagged words, a sentence with its tags joined by spaces), which the promotion gate's paired
+  bootstrap reads;
+* `confusion_matrix.png` (of classes, or of entity types) and, for tagged words,
+  `error_patterns.json` (the 20 most frequent errors);
 * `evaluation.json`: the summary the registry attaches to a model version.
 
 The held-out set is identified by a fingerprint of its rows (texts and label names, in order),
@@ -31,21 +35,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ftpipe.config.schema import Config, canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import DataError, FtpipeError
-from ftpipe.tasks import PROB_PREFIX
-from ftpipe.tasks.calibration import calibration_metrics, softmax
-from ftpipe.tasks.classification_report import classification_report, confusion_png
+from ftpipe.tasks.base import CONFUSION
 from ftpipe.train.outcome import read_record
 
 if TYPE_CHECKING:
     from ftpipe.train.predictor import Predictor
 
 PREDICTIONS = "predictions.parquet"
-CONFUSION = "confusion_matrix.png"
 METRICS = "metrics.json"
 SUMMARY = "evaluation.json"
 
@@ -129,9 +129,16 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     names = prep.labels.names
     split = "test" if prep.has_test else "eval"
     table = pq.read_table(prep.split_path(split), columns=None)
+    columns = table.column_names
+    if "sentence" in columns:  # tagged words: a long sentence spans several rows (windows)
+        _, first = np.unique(table.column("sentence").to_numpy(), return_index=True)
+        table = table.take(np.sort(first))
     texts = table.column("text").to_pylist()
-    pairs = table.column("text_pair").to_pylist() if "text_pair" in table.column_names else None
-    labels = [names[i] for i in table.column("label").to_pylist()]
+    pairs = table.column("text_pair").to_pylist() if "text_pair" in columns else None
+    if "tags" in columns:
+        labels = table.column("tags").to_pylist()
+    else:
+        labels = [names[i] for i in table.column("label").to_pylist()]
     return HeldOut(texts, pairs, labels, heldout_fingerprint(texts, pairs, labels), split)
 
 
@@ -155,7 +162,7 @@ def evaluate_model(
         DataError: If the held-out set has labels the model does not know.
     """
     names = predictor.names
-    unknown = sorted(set(heldout.labels) - set(names))
+    unknown = sorted(set(predictor.task.classes(sorted(set(heldout.labels)))) - set(names))
     if unknown:
         raise DataError(
             f"The held-out set has labels the model {model_ref} was not trained on: "
@@ -164,26 +171,21 @@ def evaluate_model(
         )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    logits = predictor.logits(heldout.texts, heldout.pairs)
-    probs = softmax(logits, predictor.temperature)  # what predict serves
-    ids = {name: i for i, name in enumerate(names)}
-    labels = np.array([ids[name] for name in heldout.labels], dtype=np.int64)
-    metrics = classification_report(probs, labels, names, calibration_bins)
-    metrics |= calibration_metrics(logits, labels, predictor.temperature, calibration_bins)
+    outputs = predictor.outputs(heldout.texts, heldout.pairs)
+    metrics, predictions = predictor.task.score_heldout(
+        outputs, heldout, names, predictor.temperature, output_dir, calibration_bins
+    )
     latency = single_row_latency(predictor, heldout, latency_rows)
     if latency is not None:
         metrics["latency_p95_ms"] = latency
     metrics["size_mb"] = model_size_mb(predictor.directory, predictor.manifest)
-    metrics["rows"] = float(len(labels))
-
-    predictions = predictions_frame(heldout, probs, labels, names)
+    metrics["rows"] = float(len(heldout.labels))
     predictions.to_parquet(output_dir / PREDICTIONS, index=False)
-    confusion_png(labels, probs.argmax(axis=1), names, output_dir / CONFUSION)
     (output_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     evaluation = Evaluation(
         model=model_ref,
         fingerprint=heldout.fingerprint,
-        rows=len(labels),
+        rows=len(heldout.labels),
         metrics=metrics,
         output_dir=str(output_dir),
         files={k: str(output_dir / v) for k, v in
@@ -194,23 +196,6 @@ def evaluate_model(
     return evaluation
 
 
-def predictions_frame(
-    heldout: HeldOut, probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]
-) -> pd.DataFrame:
-    """One row per example: what the gate's paired bootstrap and error analysis need."""
-    predicted = probs.argmax(axis=1)
-    frame = pd.DataFrame({"row": np.arange(len(labels)), "text": heldout.texts})
-    if heldout.pairs is not None:
-        frame["text_pair"] = heldout.pairs
-    frame["label"] = heldout.labels
-    frame["predicted"] = np.asarray(names, dtype=object)[predicted]
-    frame["correct"] = predicted == labels
-    frame["confidence"] = probs.max(axis=1).astype(np.float64)
-    for i, name in enumerate(names):
-        frame[PROB_PREFIX + name] = probs[:, i].astype(np.float64)
-    return frame
-
-
 def single_row_latency(predictor: Predictor, heldout: HeldOut, rows: int) -> float | None:
     """p95 milliseconds of one-row requests on this machine (after one warm-up); None for 0."""
     if rows == 0 or not heldout.texts:
@@ -218,7 +203,7 @@ def single_row_latency(predictor: Predictor, heldout: HeldOut, rows: int) -> flo
 
     def one(i: int) -> None:
         i %= len(heldout.texts)
-        predictor.probabilities([heldout.texts[i]], heldout.pairs and [heldout.pairs[i]])
+        predictor.predict([heldout.texts[i]], heldout.pairs and [heldout.pairs[i]])
 
     one(0)
     timings = []
@@ -250,6 +235,8 @@ class EvaluateResult:
         ref: The model reference evaluated.
         evaluation: What was measured and where it was written.
         report_rows: The task's section of the report (for classification: a row per class).
+        report_unit: What a report row is about ("class", "entity type").
+        summary: The task's headline metrics in one line.
         version: The registered version the evaluation was attached to, if the model is one.
     """
 
@@ -257,6 +244,8 @@ class EvaluateResult:
     evaluation: Evaluation
     report_rows: list[list[str]]
     version: Any
+    report_unit: str = "class"
+    summary: str = ""
 
 
 def run(config: Config, model: str | None = None, run_id: str | None = None) -> EvaluateResult:
@@ -298,8 +287,11 @@ def run(config: Config, model: str | None = None, run_id: str | None = None) -> 
     evaluation.run_id = log_evaluation(evaluation, config, run, predictor.export.config)
     evaluation.save()
     version = tag_evaluation(config.registry, ref, evaluation)
-    rows = predictor.task.report_rows(evaluation.metrics, predictor.names)
-    return EvaluateResult(ref, evaluation, rows, version)
+    task = predictor.task
+    rows = task.report_rows(evaluation.metrics, predictor.names)
+    return EvaluateResult(
+        ref, evaluation, rows, version, task.report_unit, task.summary(evaluation.metrics)
+    )
 
 
 def training_run(config: Config, model: str | None, run_id: str | None) -> str | None:

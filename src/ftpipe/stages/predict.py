@@ -1,4 +1,8 @@
-"""The predict stage: labels and class probabilities from an exported or registered model.
+"""The predict stage: what a model's task returns, from an exported or registered model.
+
+Classifiers return a label and a probability per class; entity taggers return each input's
+entities (text, type, character start and end, score) and each word's tag, from free text or
+from a column of word lists.
 
 A model is an export directory (`train.output_dir/model`) or a registry URI such as
 `models:/NAME@champion`, which is downloaded once (see `ftpipe.registry.download`). Files of any
@@ -7,10 +11,8 @@ progress bar over the bytes (or rows) read.
 
 The output is written beside its target and moved into place only when every row is in, so an
 unreadable input (a truncated `.gz`, a malformed row) leaves no partial file and any previous
-output untouched. CSV cells that a spreadsheet would run as a formula (those starting with `=`,
-`+`, `-`, `@`, a tab or a carriage return, plain numbers aside) are prefixed with `'`, as OWASP
-advises against CSV injection, and every string cell is quoted; JSONL and Parquet keep every
-value as it is.
+output untouched (`ftpipe.stages.writer`, which also guards CSV cells against formula
+injection).
 
 Inference tokenizes exactly as prep did (`ftpipe.train.predictor`), so an export scores here
 what it scored in training. torch loads only with a model, so commands that merely read
@@ -23,9 +25,6 @@ import csv
 import gzip
 import io
 import itertools
-import json
-import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -38,18 +37,13 @@ import pandas as pd
 
 from ftpipe.data.sources import DECOMPRESSION_ERRORS, unreadable
 from ftpipe.errors import DataError, FtpipeError, reason
+from ftpipe.stages.writer import Writer, is_list
 from ftpipe.train.predictor import Predictor
 
 CHUNK_ROWS = 4096
 """Rows read, predicted and written at a time: bounds memory whatever the file size."""
 
 REGISTRY_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP CSV injection)."""
-
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-"""A plain number such as `-1` or `+2.5e3`: a spreadsheet reads it as a value, never a formula."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ def run(
     predictor = Predictor.load(resolve_model(model, tracking_uri), batch_size)
     started = time.perf_counter()
     if texts:
-        frame = predictor.frame(predictor.probabilities(texts, text_pairs or None))
+        frame = predictor.predict(texts, text_pairs or None)
         return PredictResult(frame, None, len(frame), time.perf_counter() - started)
     target = output or default_output(input_file)
     rows = predict_file(predictor, input_file, target, text_column, pair_column)
@@ -211,107 +205,6 @@ def _check_columns(path: Path, wanted: Sequence[str], present: list[str]) -> Non
         )
 
 
-def escape_formula(value: Any) -> Any:
-    """A string cell a spreadsheet would run as a formula, prefixed with `'`; others as they are.
-
-    Cells starting with `=`, `+`, `-`, `@`, a tab or a carriage return are escaped, as OWASP
-    advises against CSV injection, except plain numbers such as `-1` (a label, a score).
-    """
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def escape_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with `escape_formula` applied to its header and to every string cell."""
-    escaped = frame.rename(columns=escape_formula)
-    for i, dtype in enumerate(escaped.dtypes):
-        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
-            escaped.isetitem(i, escaped.iloc[:, i].map(escape_formula))
-    return escaped
-
-
-class Writer:
-    """Writes prediction chunks to a CSV, JSONL or Parquet file (chosen by extension).
-
-    The rows go to a temporary file beside `path`, moved into place by `commit` only; `discard`
-    (or an exception inside a `with` block) removes it and leaves `path` as it was.
-    """
-
-    def __init__(self, path: Path):
-        """Open a temporary file beside `path` for writing.
-
-        Raises:
-            FtpipeError: If the extension is not one of .csv, .jsonl, .parquet.
-        """
-        self.path = path
-        self.kind = path.suffix.lower()
-        if self.kind not in (".csv", ".jsonl", ".parquet"):
-            raise FtpipeError(f"--output {path}: use a .csv, .jsonl or .parquet file name.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same directory, so the final move is atomic; created as any file is (umask honoured).
-        self.temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self._parquet = None
-        self._text = None
-        if self.kind != ".parquet":
-            self._text = self.temporary.open("w", encoding="utf-8", newline="")
-        self._header = True
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
-
-    def write(self, frame: pd.DataFrame) -> None:
-        """Append rows."""
-        if self.kind == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.temporary, table.schema)
-            self._parquet.write_table(table)
-        elif self.kind == ".csv":
-            # Strings quoted: Python < 3.12 leaves a lone carriage return unquoted, which splits
-            # the row for any reader; numbers stay bare, so they still read as numbers.
-            escaped = escape_formulas(frame)
-            escaped.to_csv(self._text, index=False, header=self._header, lineterminator="\n",
-                           quoting=csv.QUOTE_NONNUMERIC)  # fmt: skip
-        else:
-            for record in frame.to_dict(orient="records"):
-                self._text.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._header = False
-
-    def close(self) -> None:
-        """Flush and close the temporary file (it stays where it is)."""
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
-        if self._text is not None:
-            self._text.close()
-            self._text = None
-
-    def commit(self) -> None:
-        """Close, and move the complete file into place (replacing any previous one)."""
-        self.close()
-        if self.kind == ".parquet" and self._header:  # no rows, so no schema: no file either
-            self.temporary.unlink(missing_ok=True)
-            return
-        os.replace(self.temporary, self.path)
-
-    def discard(self) -> None:
-        """Close and remove the temporary file; `path` is left as it was."""
-        try:
-            self.close()
-        finally:
-            self.temporary.unlink(missing_ok=True)
-
-
 def default_output(path: Path) -> Path:
     """`data.csv` -> `data.predictions.csv` (Parquet stays Parquet, JSONL stays JSONL)."""
     name = path.name.removesuffix(".gz")
@@ -360,9 +253,12 @@ def predict_file(
         desc="predict", disable=None if progress is None else not progress,
     ) as bar:  # fmt: skip
         for chunk, consumed in read_chunks(source, columns):
-            texts = chunk[text_column].astype(str).tolist()
+            cells = chunk[text_column].tolist()
+            # A column of word lists (JSONL or Parquet `tokens`) is pre-tokenized input.
+            words = [list(c) for c in cells] if cells and all(map(is_list, cells)) else None
+            texts = [str(c) for c in cells] if words is None else [" ".join(w) for w in words]
             pairs = chunk[pair_column].astype(str).tolist() if pair_column else None
-            scored = predictor.frame(predictor.probabilities(texts, pairs))
+            scored = predictor.predict(texts, pairs, words)
             out = pd.DataFrame({"row": np.arange(rows, rows + len(chunk))})
             for column in columns:
                 out[column] = chunk[column].to_numpy()

@@ -73,6 +73,7 @@ def prepare(model: nn.Module, config: Config) -> Prepared:
             f"or set one of {', '.join(sorted(STRATEGIES))}."
         )
     task, rules = get_task(config.data.task), rules_for(name)
+    task.check_strategy(name)
     if rules.needs_new_head and not task.new_head:
         raise FtpipeError(
             f"strategy.name={name} trains a new classification head, but data.task={task.name} "

@@ -2,7 +2,7 @@
 
 Two axes decide the case (see RecommendConfig for the thresholds):
 
-* **size**: rows in the smallest class;
+* **size**: rows in the smallest class (for tagged words, entity tokens of the rarest type);
 * **similarity to pretraining**, measured without labels (ftpipe.strategies.domain): how far
   the text's mean embedding lies from shipped reference prose, the masked-LM pseudo-perplexity
   against the reference's where the checkpoint has that head, and prep's unknown-token rate and
@@ -11,7 +11,8 @@ Two axes decide the case (see RecommendConfig for the thresholds):
 
 A linear probe on frozen pooled features (cross-validated, as lift over always guessing the
 majority class) says how easy the task is on frozen features; in the small-and-similar case
-it picks between a head alone and LoRA.
+it picks between a head alone and LoRA. For tagged words both are measured word by word
+(ftpipe.strategies.word_probe), and no strategy the task refuses is recommended.
 
 | | similar | dissimilar |
 | --- | --- | --- |
@@ -32,10 +33,11 @@ from ftpipe.artifacts import localize
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import Config
 from ftpipe.data.features import extract_features, pooling_for
-from ftpipe.data.prepared import PreparedData, load_prepared
+from ftpipe.data.prepared import PreparedData, Split, load_prepared
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
 from ftpipe.strategies.domain import measure_domain
+from ftpipe.strategies.word_probe import supported, word_reasons, word_signals
 from ftpipe.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Measurements:
-    """What the recommendation is based on."""
+    """What the recommendation is based on.
+
+    For tagged words (`unit` "entity tokens") the size fields count entity tokens per type,
+    `probe_rows` sentences, `probe_accuracy` is token accuracy and `probe_lift` the per-token
+    probe's entity F1 lift (ftpipe.strategies.word_probe).
+    """
 
     classes: int
     rows_per_class: dict[str, int]
@@ -59,6 +66,11 @@ class Measurements:
     embedding_distance: float
     perplexity_ratio: float | None
     perplexity_note: str
+    unit: str = "rows"
+    probe_words: int | None = None  # tagged words only, as are the fields below
+    probe_entity_f1: float | None = None
+    probe_entity_f1_std: float | None = None
+    majority_entity_f1: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class Recommendation:
     num_blocks: int = field(default=0)
 
     def text(self) -> str:
-        """A readable explanation for a person."""
+        """A readable explanation for a person (freezing every block trains a head alone too)."""
         lines = [
             f"Recommended strategy: {self.strategy}"
             + (f" (freeze the lowest {self.freeze_layers} of {self.num_blocks} blocks)"
@@ -84,7 +96,7 @@ class Recommendation:
             f"Case: {self.case.replace('-', ' and ')}.",
             *[f"- {reason}" for reason in self.reasons],
             ("Learning rates: backbone frozen, "
-             if self.strategy == "feature-extraction"
+             if self.strategy == "feature-extraction" or self.freeze_layers >= self.num_blocks > 0
              else f"Learning rates: backbone {self.lr_range[0]:.0e} to {self.lr_range[1]:.0e}, ")
             + f"head {self.head_lr_range[0]:.0e} to {self.head_lr_range[1]:.0e}.",
             "Suggested search space:",
@@ -151,7 +163,30 @@ def run_recommend(config: Config) -> Recommendation:
 
 
 def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
-    """Class sizes, a cross-validated probe on frozen features, and the domain signals."""
+    """The data's size, a cross-validated probe on frozen features, and the domain signals.
+
+    Size and probe are the task's: per row and class (`_row_signals`), or for tagged words per
+    word and entity type (`ftpipe.strategies.word_probe.word_signals`); the label-free domain
+    signals are measured on the probed rows either way.
+    """
+    signals_of = word_signals if prepared.task.pretokenized else _row_signals
+    signals, rows = signals_of(config, prepared, backbone)
+    domain = measure_domain(config, backbone, rows.input_ids)
+    stats = prepared.stats["splits"]["train"]
+    return Measurements(
+        **signals,
+        unknown_token_rate=stats["unknown_token_rate"],
+        pieces_per_word=stats["pieces_per_word"],
+        embedding_distance=domain.embedding_distance,
+        perplexity_ratio=(
+            None if domain.perplexity_ratio is None else round(domain.perplexity_ratio, 3)
+        ),
+        perplexity_note=domain.pseudo_perplexity_note,
+    )
+
+
+def _row_signals(config: Config, prepared: PreparedData, backbone) -> tuple[dict, Split]:
+    """Rows per class and a probe on pooled features: `Measurements`' size and probe fields."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -175,15 +210,11 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
     scores = cross_val_score(probe, features, labels, cv=splitter)
-    domain = measure_domain(config, backbone, rows.input_ids)
     majority = float(np.bincount(labels).max() / len(labels))
     accuracy = float(scores.mean())
-    stats = prepared.stats["splits"]["train"]
-    return Measurements(
+    signals = dict(
         classes=int((counts > 0).sum()),
-        rows_per_class={
-            name: int(n) for name, n in zip(prepared.labels.names, counts, strict=True)
-        },
+        rows_per_class=dict(zip(prepared.labels.names, map(int, counts), strict=True)),
         smallest_class_rows=int(counts[counts > 0].min()),
         probe_rows=len(sample),
         probe_folds=folds,
@@ -191,21 +222,15 @@ def measure(config: Config, prepared: PreparedData, backbone) -> Measurements:
         probe_accuracy_std=round(float(scores.std()), 4),
         majority_accuracy=round(majority, 4),
         probe_lift=round((accuracy - majority) / max(1.0 - majority, 1e-9), 4),
-        unknown_token_rate=stats["unknown_token_rate"],
-        pieces_per_word=stats["pieces_per_word"],
-        embedding_distance=domain.embedding_distance,
-        perplexity_ratio=(
-            None if domain.perplexity_ratio is None else round(domain.perplexity_ratio, 3)
-        ),
-        perplexity_note=domain.pseudo_perplexity_note,
-    )
+    )  # fmt: skip
+    return signals, rows
 
 
 def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
     """Map measurements to one of the four cases, with lr ranges and a search space."""
     t = config.recommend
     large = m.smallest_class_rows >= t.large_per_class
-    probe_ok = m.probe_lift >= t.similar_probe_lift
+    probe_ok = m.probe_lift >= (t.similar_probe_lift if m.unit == "rows" else t.similar_probe_f1)
     vocab_ok = (
         m.unknown_token_rate <= t.max_unknown_rate and m.pieces_per_word <= t.max_pieces_per_word
     )
@@ -225,8 +250,9 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
     else:
         rows = max(sum(m.rows_per_class.values()), 1)
         plan = _small_plan(near and vocab_ok, probe_ok, num_blocks, rows, mismatch)
-    case, strategy, k, lr, head_lr, space, reason = plan
-    return Recommendation(case, strategy, k, lr, head_lr, space, [*reasons, reason], m, num_blocks)
+    *picked, reason = plan
+    recommendation = Recommendation(*picked, [*reasons, reason], m, num_blocks)
+    return supported(recommendation, get_task(config.data.task))  # none the task refuses
 
 
 _Range = tuple[float, float]
@@ -330,7 +356,7 @@ def _reasons(
 ) -> list[str]:
     """What was measured, and which side of each threshold it fell on."""
     t = config.recommend
-    return [
+    size_and_probe = word_reasons(config, m, large, probe_ok) if m.unit != "rows" else [
         "Training rows per class: "
         + ", ".join(f"{name} {n:,}" for name, n in m.rows_per_class.items())
         + ".",
@@ -342,6 +368,9 @@ def _reasons(
         f"{m.majority_accuracy:.1%} for the majority class: a lift of {m.probe_lift:.2f} "
         f"({'at least' if probe_ok else 'under'} recommend.similar_probe_lift="
         f"{t.similar_probe_lift}).",
+    ]  # fmt: skip
+    return [
+        *size_and_probe,
         f"The tokenizer sees {m.unknown_token_rate:.2%} unknown tokens and "
         f"{m.pieces_per_word:.2f} pieces per word ("
         + ("within" if vocab_ok else "beyond")

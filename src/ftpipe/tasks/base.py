@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 
 from ftpipe.config.schema import Config
 from ftpipe.errors import ConfigError, FtpipeError
+from ftpipe.tasks.cells import Cells, Problem, label_name, text_value
 from ftpipe.tasks.labels import LabelMap
 
 SAFE_LOADING = {"trust_remote_code": False, "use_safetensors": True}
@@ -35,6 +37,9 @@ class Rows(Protocol):
 
     labels: np.ndarray
     prompt_lengths: np.ndarray | None
+    token_labels: list[list[int]] | None
+    word_ids: list[list[int]] | None
+    sentences: np.ndarray | None
 
 
 class Tokens(Protocol):
@@ -42,6 +47,18 @@ class Tokens(Protocol):
 
     token_type_ids: list[list[int]] | None
     second_starts: list[int] | None
+
+
+class HeldOutRows(Protocol):
+    """The held-out rows evaluate scores (`ftpipe.stages.evaluate.HeldOut`)."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[str]
+
+
+CONFUSION = "confusion_matrix.png"
+"""The confusion figure evaluate writes beside metrics.json."""
 
 
 class Evaluator(Protocol):
@@ -66,6 +83,7 @@ class RowView:
         second: The second text (a pair's, or a completion), or None when there is none.
         label: The label's name; None when missing, "" for tasks without labels.
         columns: The columns read, in order: text, then the second text's, then the label's.
+        line: For files with one word per line (CoNLL), the line of the row's first word.
     """
 
     where: str
@@ -73,10 +91,7 @@ class RowView:
     second: str | None
     label: str | None
     columns: tuple[str, ...]
-
-
-Problem = tuple[str, str]
-"""A row's problem: (kind, one sentence naming the row)."""
+    line: int | None = None
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +119,8 @@ class Task(ABC):
         metrics: Every metric the task reports, and whether higher is better.
         default_metric: What `train.metric=auto` selects checkpoints by.
         counts_tokens: The progress log reports tokens/s (targets are tokens, not rows).
+        pretokenized: Rows are words with a tag each (lists), tokenized word by word.
+        unsupported_strategies: Strategies this task cannot train with, and why.
     """
 
     name: ClassVar[str]
@@ -115,6 +132,8 @@ class Task(ABC):
     metrics: ClassVar[dict[str, bool]]
     default_metric: ClassVar[str]
     counts_tokens: ClassVar[bool] = False
+    pretokenized: ClassVar[bool] = False
+    unsupported_strategies: ClassVar[dict[str, str]] = {}
 
     def resolve_metric(self, metric: str) -> tuple[str, bool]:
         """The checkpoint-selection metric for `train.metric`, and whether higher is better.
@@ -139,8 +158,61 @@ class Task(ABC):
         return auto.from_pretrained(path, **SAFE_LOADING, **self.head_kwargs(labels), **kwargs)
 
     def head_kwargs(self, labels: LabelMap | None) -> dict[str, Any]:
-        """Keyword arguments that size the model's head (none by default)."""
-        return {}
+        """A new head with one output per class, named by the label map.
+
+        A checkpoint's own head of another size (a model fine-tuned for other labels) is
+        replaced, not an error. Without a map (loading an export), or for a task whose output
+        layer is pretrained, the checkpoint's config sizes the head.
+        """
+        if labels is None or not self.new_head:
+            return {}
+        return {
+            "num_labels": len(labels.names),
+            **labels.to_json(),
+            "ignore_mismatched_sizes": True,
+        }
+
+    def read_cells(
+        self,
+        texts: list[Any],
+        labels: list[Any] | None,
+        locations: list[str],
+        lines: list[int] | None,
+        config: Any,
+    ) -> Cells:
+        """A batch's text and label cells as this task's texts and label names.
+
+        Args:
+            texts: The text cells as read.
+            labels: The label cells as read; None for unlabelled tasks.
+            locations: Per row, where it is, for messages.
+            lines: For files with one word per line (CoNLL), per row the line of its first
+                word; None otherwise.
+            config: The data section (`ftpipe.config.schema.DataConfig`).
+        """
+        names = [label_name(v) for v in labels] if labels is not None else [""] * len(texts)
+        return Cells([text_value(v) for v in texts], names, {})
+
+    def text_of(self, cell: Any) -> str:
+        """The text a valid row's text cell holds (as `read_cells` reads it)."""
+        return text_value(cell)
+
+    def tag_scheme(self, labels: list[Any]) -> str | None:
+        """The tag scheme of raw label cells, for tasks that tag words; None otherwise."""
+        return None
+
+    def classes(self, row_labels: Sequence[str]) -> list[str]:
+        """The classes the label map holds, from the distinct row labels seen in train."""
+        return list(row_labels)
+
+    def strata(self, row_labels: Sequence[str], labels: LabelMap) -> np.ndarray:
+        """Per distinct row label, the id of its stratum in stratified splits (its class id)."""
+        ids = labels.label2id
+        return np.array([ids.get(name, -1) for name in row_labels], dtype=np.int64)
+
+    def label_stats(self, counts: dict[str, int], labels: LabelMap) -> dict[str, Any]:
+        """stats.json's label section of a split, from its rows per distinct row label."""
+        return {"rows_per_label": {name: counts.get(name, 0) for name in labels.names}}
 
     def row_problem(self, row: RowView, known: set[str] | None, known_from: str) -> Problem | None:
         """The first problem with a row's content, or None (format errors are checked before).
@@ -192,6 +264,17 @@ class Task(ABC):
             ConfigError: Naming the key and the values the task accepts.
         """
         self.resolve_metric(config.train.metric)
+        self.check_strategy(config.strategy.name)
+
+    def check_strategy(self, name: str) -> None:
+        """Refuse a strategy this task cannot train with (`unsupported_strategies`).
+
+        Raises:
+            ConfigError: Saying why, and what to use instead.
+        """
+        why = self.unsupported_strategies.get(name)
+        if why is not None:
+            raise ConfigError(f"strategy.name={name} {why}")
 
 
 class ServingTask(Task):
@@ -200,20 +283,24 @@ class ServingTask(Task):
     Attributes:
         gate_metrics: What `promote.metric` may name: metrics the promotion gate computes from
             the served predictions on the held-out set. Higher is better for each.
+        report_unit: What a row of the report is about (`report_rows`).
     """
 
     gate_metrics: ClassVar[tuple[str, ...]]
+    report_unit: ClassVar[str] = "class"
 
     def gate_metric(self, metric: str) -> str:
-        """`metric` if the promotion gate can compare this task's models by it.
+        """`metric` if the promotion gate can compare this task's models by it (`auto`: the first).
 
         Raises:
             ConfigError: If the gate cannot compare by it.
         """
+        if metric == "auto":
+            return self.gate_metrics[0]
         if metric not in self.gate_metrics:
             raise ConfigError(
                 f"promote.metric={metric} cannot decide promotions for data.task={self.name}; "
-                f"use one of {', '.join(self.gate_metrics)}."
+                f"use one of {', '.join(self.gate_metrics)} or auto."
             )
         return metric
 
@@ -223,12 +310,45 @@ class ServingTask(Task):
         self.gate_metric(config.promote.metric)
 
     @abstractmethod
-    def predictions(self, probabilities: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
-        """What predict returns per row."""
+    def predictions(self, outputs: Any, names: Sequence[str]) -> pd.DataFrame:
+        """What predict returns per row, from the model's outputs (`Predictor.outputs`)."""
+
+    @abstractmethod
+    def score_heldout(
+        self,
+        outputs: Any,
+        heldout: HeldOutRows,
+        names: Sequence[str],
+        temperature: float,
+        output_dir: Path,
+        bins: int,
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Score the model's outputs on held-out rows and draw the confusion figure.
+
+        Args:
+            outputs: The model's outputs on the rows (`Predictor.outputs`).
+            heldout: The rows: texts, second texts and label names.
+            names: The label map's names, in id order.
+            temperature: The export's temperature (classification probabilities use it).
+            output_dir: Where `CONFUSION` (and any other figure or file) is written.
+            bins: Calibration bins, where the task measures calibration.
+
+        Returns:
+            Every scalar metric, and one row per held-out row (`row`, `text`, `label`,
+            `predicted`, ...), which the promotion gate reads.
+        """
 
     @abstractmethod
     def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
-        """The served model's input and output columns, name -> type."""
+        """The served model's input and output columns, name -> type.
+
+        A type is an MLflow type name (`string`, `double`, `long`), `[type]` for a list of it,
+        or `{field: type}` for an object.
+        """
+
+    @abstractmethod
+    def summary(self, metrics: dict[str, float]) -> str:
+        """The evaluation's headline metrics in one line."""
 
     @abstractmethod
     def report_rows(self, metrics: dict[str, float], names: Sequence[str]) -> list[list[str]]:

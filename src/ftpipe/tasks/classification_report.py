@@ -57,13 +57,25 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 def confusion_png(
     labels: np.ndarray, predicted: np.ndarray, names: tuple[str, ...], path: Path
 ) -> Path:
-    """Draw the confusion matrix (counts; colour by share of the true class) to a PNG."""
-    from matplotlib.figure import Figure
-
+    """Draw the confusion matrix of class ids (counts; colour by share of the true class)."""
     classes = len(names)
     matrix = np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(
         classes, classes
     )
+    return matrix_png(matrix, names, path)
+
+
+def matrix_png(
+    matrix: np.ndarray,
+    names: tuple[str, ...],
+    path: Path,
+    title: str = "Confusion matrix",
+    unit: str = "rows",
+) -> Path:
+    """Draw a [true, predicted] count matrix to a PNG, coloured by share of the true row."""
+    from matplotlib.figure import Figure
+
+    classes = len(names)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(2.0 + 0.6 * classes, 30.0)
     figure = Figure(figsize=(side + 1.5, side), layout="constrained")
@@ -78,6 +90,6 @@ def confusion_png(
         for (i, j), count in np.ndenumerate(matrix):
             colour = "white" if shares[i, j] > 0.5 else "black"
             axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title(f"Confusion matrix ({int(matrix.sum())} rows)")
+    axes.set_title(f"{title} ({int(matrix.sum())} {unit})")
     figure.savefig(path, dpi=100)
     return path

@@ -9,6 +9,7 @@ Serving returns the top label and one probability column per class.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,8 +17,18 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from ftpipe.tasks.base import Evaluator, Problem, Rows, RowView, ServingTask, Tokens
-from ftpipe.tasks.calibration import calibration_metrics, fit_temperature, log_loss
+from ftpipe.tasks.base import (
+    CONFUSION,
+    Evaluator,
+    HeldOutRows,
+    Problem,
+    Rows,
+    RowView,
+    ServingTask,
+    Tokens,
+)
+from ftpipe.tasks.calibration import calibration_metrics, fit_temperature, log_loss, softmax
+from ftpipe.tasks.classification_report import classification_report, confusion_png
 from ftpipe.tasks.labels import LabelMap
 
 PROB_PREFIX = "prob_"
@@ -85,15 +96,6 @@ class SequenceClassification(ServingTask):
     default_metric: ClassVar[str] = "macro_f1"
     gate_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
 
-    def head_kwargs(self, labels: LabelMap | None) -> dict[str, Any]:
-        """A head with one output per class, named by the label map.
-
-        Without a map (loading an export), the export's own config sizes the head.
-        """
-        if labels is None:
-            return {}
-        return {"num_labels": len(labels.names), **labels.to_json()}
-
     def row_problem(self, row: RowView, known: set[str] | None, known_from: str) -> Problem | None:
         """Empty texts, then a missing label or one outside the known set."""
         problem = super().row_problem(row, known, known_from)
@@ -124,18 +126,62 @@ class SequenceClassification(ServingTask):
         assert labels is not None
         return _LogitsEvaluator(rows.labels, labels.names)
 
-    def predictions(self, probabilities: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
-        """What predict returns per row: `label`, then one `prob_<label>` column per class."""
+    def predictions(self, outputs: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+        """What predict returns per row: `label`, then one `prob_<label>` column per class.
+
+        `outputs` are the served probabilities [rows, classes] (temperature applied).
+        """
+        probabilities = outputs
         columns = {"label": np.asarray(names, dtype=object)[probabilities.argmax(axis=1)]}
         for i, name in enumerate(names):
             columns[PROB_PREFIX + name] = probabilities[:, i].astype(np.float64)
         return pd.DataFrame(columns)
+
+    def score_heldout(
+        self,
+        outputs: np.ndarray,
+        heldout: HeldOutRows,
+        names: Sequence[str],
+        temperature: float,
+        output_dir: Path,
+        bins: int,
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Accuracy, F1 per class and calibration of the served probabilities; the confusion.
+
+        `outputs` are the raw logits; the probabilities served apply `temperature`.
+        """
+        probs = softmax(outputs, temperature)
+        ids = {name: i for i, name in enumerate(names)}
+        labels = np.array([ids[name] for name in heldout.labels], dtype=np.int64)
+        metrics = classification_report(probs, labels, tuple(names), bins)
+        metrics |= calibration_metrics(outputs, labels, temperature, bins)
+        confusion_png(labels, probs.argmax(axis=1), tuple(names), output_dir / CONFUSION)
+        predicted = probs.argmax(axis=1)
+        frame = pd.DataFrame({"row": np.arange(len(labels)), "text": heldout.texts})
+        if heldout.pairs is not None:
+            frame["text_pair"] = heldout.pairs
+        frame["label"] = heldout.labels
+        frame["predicted"] = np.asarray(names, dtype=object)[predicted]
+        frame["correct"] = predicted == labels
+        frame["confidence"] = probs.max(axis=1).astype(np.float64)
+        for i, name in enumerate(names):
+            frame[PROB_PREFIX + name] = probs[:, i].astype(np.float64)
+        return metrics, frame
 
     def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
         """The served model's input and output columns with their types (name -> type)."""
         inputs = {"text": "string", **({"text_pair": "string"} if pairs else {})}
         outputs = {"label": "string", **{PROB_PREFIX + name: "double" for name in names}}
         return inputs, outputs
+
+    def summary(self, metrics: dict[str, float]) -> str:
+        """Accuracy, macro-F1, calibration (with and without the temperature) and log loss."""
+        m = metrics
+        return (
+            f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
+            f"(temperature {m['temperature']:.3g}; {m['ece_raw']:.4f} without), log loss "
+            f"{m['loss']:.4f}"
+        )
 
     def report_rows(self, metrics: dict[str, float], names: Sequence[str]) -> list[list[str]]:
         """The evaluation report's section: precision, recall and F1 per class."""

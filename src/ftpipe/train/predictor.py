@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 from ftpipe.errors import FtpipeError
 from ftpipe.tasks import ServingTask, pad_rows
 from ftpipe.tasks.calibration import softmax
+from ftpipe.tasks.token_serving import TaggedText, joined, split_words
 from ftpipe.train.export import Export, load_export
 
 
@@ -118,3 +120,89 @@ class Predictor:
     def frame(self, probabilities: np.ndarray) -> pd.DataFrame:
         """What the task returns per row (e.g. `label` plus a `prob_<label>` per class)."""
         return self.task.predictions(probabilities, self.names)
+
+    def outputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Any:
+        """What the task scores: raw logits per row, or for tagged words, each text's words.
+
+        Held-out texts of tagged words are their words joined by single spaces, so they are
+        split on spaces; `predict` splits free text into words itself.
+        """
+        if self.task.pretokenized:
+            return self.tag([text.split(" ") for text in texts])
+        return self.logits(texts, pairs)
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        words: Sequence[Sequence[str]] | None = None,
+    ) -> pd.DataFrame:
+        """What the task returns per input: a label and probabilities, or entities and tags.
+
+        Args:
+            texts: The texts (ignored when `words` is given).
+            pairs: Second texts, for pair models.
+            words: Pre-tokenized inputs, for models that tag words.
+        """
+        if not self.task.pretokenized:
+            return self.frame(self.probabilities(texts, pairs))
+        if words is not None:
+            return self.task.predictions(self.tag([list(w) for w in words]), self.names)
+        return self.task.predictions(self.tag_text(texts), self.names)
+
+    def tag_text(self, texts: Sequence[str]) -> list[TaggedText]:
+        """Free texts cut into words (`ftpipe.tasks.token_serving.split_words`), then tagged."""
+        offsets = [split_words(text) for text in texts]
+        words = [[text[a:b] for a, b in spans] for text, spans in zip(texts, offsets, strict=True)]
+        probabilities = self.word_probabilities(words)
+        return [TaggedText(t, o, p) for t, o, p in zip(texts, offsets, probabilities, strict=True)]
+
+    def tag(self, sentences: Sequence[list[str]]) -> list[TaggedText]:
+        """Pre-tokenized sentences tagged; offsets point into the words joined by spaces."""
+        probabilities = self.word_probabilities(sentences)
+        return [
+            TaggedText(*joined(words), p) for words, p in zip(sentences, probabilities, strict=True)
+        ]
+
+    def word_probabilities(self, sentences: Sequence[list[str]]) -> list[np.ndarray]:
+        """Per sentence, [words, tags] probabilities read on each word's first sub-word.
+
+        Sentences are cut into rows exactly as prep cut them (`ftpipe.data.words`, the
+        export's `data.max_length` and `data.stride`), so each word is read in one window.
+        """
+        import torch
+
+        from ftpipe.data.words import tokenize_words
+        from ftpipe.train.export import predict_logits
+
+        data = self.export.config.data
+        rows = tokenize_words(
+            self.word_tokenizer, list(sentences), [[0] * len(s) for s in sentences],
+            self.max_length, data.stride,
+        )  # fmt: skip
+        out = [np.zeros((len(words), len(self.names)), np.float32) for words in sentences]
+        ids = rows.tokens.input_ids
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            batch_rows = order[start : start + self.batch_size]
+            input_ids, mask = pad_rows([ids[i] for i in batch_rows], self.pad_id)
+            with torch.inference_mode():
+                logits = predict_logits(
+                    self.model, {"input_ids": input_ids, "attention_mask": mask}
+                )
+            probabilities = softmax(logits.numpy(), self.temperature)
+            for j, row in enumerate(batch_rows.tolist()):
+                word_ids = np.asarray(rows.word_ids[row])
+                positions = np.flatnonzero(word_ids >= 0)
+                out[rows.sentence_of[row]][word_ids[positions]] = probabilities[j, positions]
+        return out
+
+    @cached_property
+    def word_tokenizer(self) -> Any:
+        """The export tokenizer's Rust backend, without truncation or padding (as prep's)."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer

@@ -10,6 +10,7 @@ import pytest
 from ftpipe.data.scan import Scan
 from ftpipe.data.shards import write_rows
 from ftpipe.data.sources import Stream
+from ftpipe.tasks import get_task
 from tests.helpers import balanced_rows, write_csv, write_jsonl
 
 ROWS = [*balanced_rows(3), ['a "quoted" text, with a comma', "good"]]
@@ -17,6 +18,8 @@ ROWS = [*balanced_rows(3), ['a "quoted" text, with a comma', "good"]]
 
 class Kept:
     """What prep's second pass hands a split's shard writer, kept in memory."""
+
+    task = get_task("sequence-classification")
 
     def __init__(self):
         self.texts, self.pairs, self.labels = [], [], []
@@ -35,8 +38,7 @@ def kept_rows(source: str, config) -> Kept:
         scan.add(table)
     index = scan.finish(stream.batches)
     kept = Kept()
-    write_rows(stream, {"train": (index, index.labels)}, {"train": kept})
-    kept.labels = [index.label_names[i] for i in kept.labels]
+    write_rows(stream, {"train": index}, {"train": kept})
     return kept
 
 

@@ -21,7 +21,7 @@ def _config_file(tmp_path, task="sequence-classification"):
     ("key", "typo", "allowed"),
     [
         ("train.metric", "acuracy", "use one of accuracy, macro_f1, loss or auto."),
-        ("promote.metric", "macro-f1", "use one of macro_f1, accuracy."),
+        ("promote.metric", "macro-f1", "use one of macro_f1, accuracy or auto."),
     ],
 )
 def test_a_metric_typo_fails_naming_the_key_and_the_allowed_names(tmp_path, key, typo, allowed):

@@ -47,28 +47,42 @@ ARCHITECTURES = {
     ),
 }  # fmt: skip
 DECODERS = ("gpt2", "llama", "qwen2")
+ENCODERS = ("bert", "roberta", "distilbert", "deberta-v2")
 REFUSED = {
-    ("deberta-v2", "prefix", "classifier"): "accepts past key values",
-    ("distilbert", "prefix", "classifier"): "accepts past key values",
+    **{(arch, "prefix", task): "accepts past key values"
+       for arch in ("deberta-v2", "distilbert") for task in ("classifier", "token")},
     **{(arch, "feature-extraction", "causal-lm"): "classification head" for arch in DECODERS},
+    **{(arch, "feature-extraction", "token"): "one pooled vector per row" for arch in ENCODERS},
+    **{(arch, s, "token"): "logits for them too"
+       for arch in ENCODERS for s in ("p-tuning", "prompt-tuning")},
 }  # fmt: skip
-CASES = [(arch, s, "classifier") for arch in ARCHITECTURES for s in sorted(STRATEGIES)] + [
-    (arch, s, "causal-lm") for arch in DECODERS for s in sorted(STRATEGIES)
-]
+CASES = (
+    [(arch, s, "classifier") for arch in ARCHITECTURES for s in sorted(STRATEGIES)]
+    + [(arch, s, "causal-lm") for arch in DECODERS for s in sorted(STRATEGIES)]
+    + [(arch, s, "token") for arch in ENCODERS for s in sorted(STRATEGIES)]
+)
+DATA_TASKS = {
+    "classifier": "sequence-classification",
+    "causal-lm": "causal-lm",
+    "token": "token-classification",
+}
+AUTO = {
+    "classifier": hf.AutoModelForSequenceClassification,
+    "causal-lm": hf.AutoModelForCausalLM,
+    "token": hf.AutoModelForTokenClassification,
+}
 LR, HEAD_LR, DECAY, WEIGHT_DECAY, R, TOKENS = 1e-3, 1e-2, 0.5, 0.01, 4, 4
 
 
 def build(arch: str, task: str) -> nn.Module:
     torch.manual_seed(0)
-    auto = hf.AutoModelForCausalLM if task == "causal-lm" else hf.AutoModelForSequenceClassification
-    return auto.from_config(ARCHITECTURES[arch]())
+    return AUTO[task].from_config(ARCHITECTURES[arch]())
 
 
 def config_for(strategy: str, task: str = "classifier"):
-    data_task = "causal-lm" if task == "causal-lm" else "sequence-classification"
     return validate_config(
         {
-            "data": {"train": "unused.csv", "task": data_task},
+            "data": {"train": "unused.csv", "task": DATA_TASKS[task]},
             "strategy": {
                 "name": strategy,
                 "freeze_layers": 1,
@@ -85,7 +99,12 @@ def config_for(strategy: str, task: str = "classifier"):
 def batch(task: str) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 100, (4, 8), generator=generator)
-    labels = ids if task == "causal-lm" else torch.tensor([0, 1, 2, 1])
+    labels = {
+        "causal-lm": ids,
+        "classifier": torch.tensor([0, 1, 2, 1]),
+        "token": torch.randint(0, 3, (4, 8), generator=generator).index_fill(1, torch.tensor(0),
+                                                                             -100),
+    }[task]  # fmt: skip
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
