@@ -85,7 +85,6 @@ def test_two_runs_with_one_seed_give_identical_metrics(tmp_path, tiny_model_dir)
     assert metrics(first) == metrics(second)
 
 
-@pytest.mark.slow
 def test_resume_continues_at_the_checkpoint_step_and_matches_an_uninterrupted_run(
     tmp_path, tiny_model_dir
 ):
@@ -130,7 +129,6 @@ def test_feature_extraction_leaves_the_backbone_bit_identical(tmp_path, tiny_mod
         assert torch.equal(tensor, before[f"bert.{name}"]), name
 
 
-@pytest.mark.slow
 def test_the_core_runs_with_ray_unimportable(tmp_path, tiny_model_dir):
     config = train_config(tmp_path, tiny_model_dir, "train.epochs=1")
     script = (
@@ -253,7 +251,6 @@ def test_zero2_with_the_optimizer_offloaded_to_the_host_learns(tmp_path, tiny_mo
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-@pytest.mark.slow
 def test_a_resumed_run_exports_even_if_it_never_improves(tmp_path, tiny_model_dir):
     # On accuracy the run saturates at 1.0 early, so no evaluation after a late resume is
     # better than the restored best: the resumed run must still leave a model behind.
