@@ -165,15 +165,16 @@ class Scan:
             used[role] = self.resolved[role] or str(wanted)  # unresolved: all missing for now
         n = len(table)
         columns = {name: table.columns.get(name, [None] * n) for name in used.values()}
+        lines = table.numbers if self.word_lines else None
         cells = self.task.read_cells(
             columns[used["text"]],
             columns[used["label"]] if "label" in used else None,
             table.locations,
-            table.numbers if self.word_lines else None,
+            lines,
             self.config,
         )
         self.repaired += cells.repaired
-        if "label" in used and len(self.scheme_sample) < SCHEME_ROWS:
+        if self.task.pretokenized and len(self.scheme_sample) < SCHEME_ROWS:
             self.scheme_sample += columns[used["label"]][: SCHEME_ROWS - len(self.scheme_sample)]
         batch = Examples(
             source=self.source,
@@ -182,6 +183,7 @@ class Scan:
             labels=cells.labels,
             locations=table.locations,
             problems=cells.problems,
+            lines=lines,
         )
         view = replace(table, columns=columns)
         bad = set()

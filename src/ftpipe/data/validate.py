@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ftpipe.config.schema import DataConfig
-from ftpipe.data.sources import Table, word_per_line
+from ftpipe.data.sources import Table
 from ftpipe.errors import DataError
 from ftpipe.tasks import SCALARS, RowView, Task, get_task
 
@@ -54,6 +54,8 @@ class Examples:
     locations: list[str]
     problems: Mapping[int, tuple[str, str]] = field(default_factory=dict)
     """By row, a problem found while reading its cells (`ftpipe.tasks.Task.read_cells`)."""
+    lines: list[int] | None = None
+    """For files with one word per line (CoNLL), each row's first line; None otherwise."""
 
 
 class Tally:
@@ -197,7 +199,7 @@ def row_problems(
     pairs = examples.pairs
     # A pre-tokenized task reads its text and label columns as lists, in `read_cells`.
     scalars = [c for j, c in enumerate(used) if not task.pretokenized or 0 < j < len(used) - 1]
-    lines = table.numbers if word_per_line(table.source, config) else None
+    lines = examples.lines
     for i, where in enumerate(examples.locations):
         second = pairs[i] if pairs is not None else None
         body = examples.texts[i] + (second or "")
