@@ -48,10 +48,11 @@ class Bench:
         self.timings_file.write_text(json.dumps(self.timings, indent=2) + "\n")
 
     def train(self, name: str, *overrides: str) -> dict:
-        """Train into workdir/name; return result.json with `seconds` (None if not timed)."""
+        """Train into workdir/name; return result.json with `seconds` (None if not timed) and
+        the run's `name`."""
         result = self.workdir / name / "result.json"
         self.step(name, result, "train", f"train.output_dir={self.workdir / name}", *overrides)
-        return json.loads(result.read_text()) | {"seconds": self.timings.get(name)}
+        return json.loads(result.read_text()) | {"seconds": self.timings.get(name), "name": name}
 
     def score_on_test(self, name: str) -> dict:
         """`ftpipe evaluate` on the config's test split; return metrics.json."""

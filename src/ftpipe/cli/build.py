@@ -58,11 +58,13 @@ def train(
 ) -> None:
     """Fine-tune with the configured strategy on Ray Train + DeepSpeed; export the best model."""
     from ftpipe.stages import train as stage
+    from ftpipe.tasks import get_task
 
     result = stage.run(load_checked_config(config, overrides or []), no_ray=no_ray)
     outcome, cfg = result.outcome, result.config
     best = outcome.metrics
-    scores = ", ".join(f"{k} {best[k]:.4f}" for k in ("accuracy", "macro_f1", "loss") if k in best)
+    metrics = get_task(cfg.data.task).metrics  # the task's own: entity F1 for tagged words
+    scores = ", ".join(f"{k} {best[k]:.4f}" for k in metrics if k in best)
     out.print(
         f"Trained {cfg.strategy.name} on {cfg.model.name} to step "
         f"{outcome.final_metrics.get('step')} in {result.seconds:.0f}s. "

@@ -24,6 +24,8 @@ class StrategyRules:
         slow_start: It trains a few fresh weights (adapters, virtual tokens) that need time
             to move the model, so its early evaluations understate where it ends; a sweep
             gives its trials more training before the first cut.
+        merge_refusal: Why `strategy.merge_adapter: true` is refused: its adapter cannot be
+            folded into the base weights (empty: it can, or there is no adapter).
     """
 
     max_zero_stage: int = 3
@@ -34,6 +36,7 @@ class StrategyRules:
     gradient_checkpointing: bool = True
     needs_new_head: bool = False
     slow_start: bool = False
+    merge_refusal: str = ""
 
 
 _PROMPT_LEARNING = StrategyRules(
@@ -43,6 +46,8 @@ _PROMPT_LEARNING = StrategyRules(
     zero_reason="prompt-learning methods are fragile under ZeRO-3 partitioning",
     zero_fix="train.zero_stage=2 (or lower), or strategy.name=lora",
     slow_start=True,
+    merge_refusal="prompt learning adds virtual tokens, not weight deltas, so there is nothing "
+    "to fold into the base weights: the export keeps the adapter",
 )
 
 RULES: dict[str, StrategyRules] = {
@@ -87,6 +92,17 @@ def zero_stage_problem(strategy: str, zero_stage: int) -> str | None:
     return (
         f"strategy.name={strategy} cannot run with train.zero_stage={zero_stage}: "
         f"{rules.zero_reason}. Use {rules.zero_fix}"
+    )
+
+
+def merge_problem(strategy: str, merge_adapter: bool | None) -> str | None:
+    """Why `strategy.merge_adapter` cannot be honoured for `strategy`, or None if it can."""
+    refusal = rules_for(strategy).merge_refusal
+    if merge_adapter is not True or not refusal:
+        return None
+    return (
+        f"strategy.merge_adapter=true cannot apply to strategy.name={strategy}: {refusal}. "
+        "Leave strategy.merge_adapter unset (or false)."
     )
 
 

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from ftpipe.config.base import Column, LabelNames, Section, StrategyName
-from ftpipe.config.rules import zero_stage_problem
+from ftpipe.config.rules import merge_problem, zero_stage_problem
 from ftpipe.config.sections import (
     EvaluateConfig,
     PipelineConfig,
@@ -287,11 +287,13 @@ class StrategyConfig(Section):
 
     pooling: Literal["auto", "mean", "cls", "last"] = "auto"
     """How token states become one feature vector for feature extraction and the probe:
-    `auto` is `last` for decoders and `mean` otherwise."""
+    `auto` is `last` for decoders and `mean` otherwise. Tagged words keep every token's
+    state, so token-classification needs `auto`."""
 
-    merge_adapter: bool = True
+    merge_adapter: bool | None = None
     """On export, merge a LoRA or IA3 adapter into the base weights (a plain transformers
-    model); false exports the adapter alone."""
+    model); false exports the adapter alone. Unset merges where the method allows: a
+    prompt-learning adapter (virtual tokens) cannot merge, so true is refused for it."""
 
 
 class Config(Section):
@@ -312,10 +314,14 @@ class Config(Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
-    def _strategy_runs_at_zero_stage(self) -> Config:
-        problem = zero_stage_problem(self.strategy.name, self.train.zero_stage)
-        if problem is not None:
-            raise ValueError(problem)
+    def _strategy_runs_at_zero_stage_and_merges(self) -> Config:
+        name = self.strategy.name
+        for problem in (
+            zero_stage_problem(name, self.train.zero_stage),
+            merge_problem(name, self.strategy.merge_adapter),
+        ):
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 

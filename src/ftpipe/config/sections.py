@@ -171,7 +171,7 @@ class RecommendConfig(Section):
 
     similar_probe_f1: float = Field(default=0.8, gt=0.0, le=1.0)
     """Token classification: the per-word probe's entity F1 from which small, similar data
-    trains a head alone (every block frozen) rather than LoRA."""
+    trains a head alone (feature extraction) rather than LoRA."""
 
     max_embedding_distance: float = Field(default=0.25, gt=0.0, le=2.0)
     """Cosine distance between the data's mean embedding and the reference prose's above which

@@ -1,10 +1,13 @@
-"""Pooled features from a frozen backbone, computed once per data and model, then cached.
+"""Features from a frozen backbone, computed once per data and model, then cached.
 
 Feature extraction trains only a head, so the backbone's output for each example never changes:
 computing it once and training the head on the stored features turns every later epoch (and
-every sweep trial) from a full forward pass into a small matrix product. The cache key covers
-the data fingerprint, the backbone's weights and the pooling, so a stale entry cannot be hit.
-Features are stored with numpy's own format, loaded with `allow_pickle=False`.
+every sweep trial) from a full forward pass into a small matrix product. A sentence task stores
+one pooled vector per row, [rows, hidden]; a tagging task (`Task.per_token_features`) stores
+every token's last hidden state, the rows one after another, [tokens, hidden]
+(`TOKENS`, `token_starts`). The cache key covers the data fingerprint, the backbone's weights
+and the pooling, so a stale entry cannot be hit. Features are stored with numpy's own format,
+loaded with `allow_pickle=False`.
 """
 
 from __future__ import annotations
@@ -22,17 +25,23 @@ from tqdm.auto import tqdm
 
 from ftpipe.config.schema import Config
 from ftpipe.data.prepared import Split, batches
+from ftpipe.tasks import get_task
 
 log = logging.getLogger(__name__)
 
+TOKENS = "tokens"
+"""The pooling that keeps every token's state: what a tagging task's head reads."""
+
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """Reduce [batch, tokens, hidden] to [batch, hidden].
+    """Reduce [batch, tokens, hidden] to [batch, hidden], or keep it whole (`tokens`).
 
     `mean` averages the real tokens (how sentence encoders such as MiniLM were trained), `cls`
     takes the first token (BERT's classification token), `last` the last real token (what a
-    decoder's head reads).
+    decoder's head reads), `tokens` keeps each token's own state (what a tagger's head reads).
     """
+    if how == TOKENS:
+        return hidden
     if how == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
@@ -44,7 +53,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def pooling_for(config: Config, backbone) -> str:
-    """Resolve `strategy.pooling`: `auto` is `last` for decoders, `mean` otherwise."""
+    """Resolve `strategy.pooling`: `auto` is `last` for decoders and `mean` otherwise.
+
+    A tagging task always gets `tokens` (its `check_config` refuses any other setting).
+    """
+    if get_task(config.data.task).per_token_features:
+        return TOKENS
     if config.strategy.pooling != "auto":
         return config.strategy.pooling
     return "last" if is_decoder_only(backbone.config) else "mean"
@@ -58,14 +72,24 @@ def is_decoder_only(model_config) -> bool:
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING and kind not in MODEL_FOR_MASKED_LM_MAPPING
 
 
+def token_starts(split: Split) -> np.ndarray:
+    """Where each row starts in `TOKENS` features, then where the last row ends: [rows + 1]."""
+    return np.concatenate([[0], np.cumsum(split.lengths)])
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module, split: Split, pooling: str, batch_size: int, pad_id: int, desc: str = ""
 ) -> np.ndarray:
-    """Pooled features of every row, in row order, as float32 [rows, hidden]."""
+    """Features of every row, in row order, as float32.
+
+    Pooled, that is [rows, hidden]; with `TOKENS`, every token's state, row after row,
+    [tokens, hidden] (each row starts at its `token_starts`).
+    """
     backbone.eval()
     # Batches of similar length waste less compute on padding; rows go back in order after.
-    order = np.argsort([len(ids) for ids in split.input_ids], kind="stable")
+    order = np.argsort(split.lengths, kind="stable")
+    starts = token_starts(split) if pooling == TOKENS else np.arange(len(split) + 1)
     out: np.ndarray | None = None
     with tqdm(
         total=len(split), desc=desc or "features", unit="rows", disable=None, leave=False
@@ -73,8 +97,13 @@ def extract_features(
         for rows, batch in batches(split, batch_size, pad_id, order):
             pooled = pool(backbone(**batch).last_hidden_state, batch["attention_mask"], pooling)
             if out is None:
-                out = np.empty((len(split), pooled.shape[1]), dtype=np.float32)
-            out[rows] = pooled.float().numpy()
+                out = np.empty((starts[-1], pooled.shape[-1]), dtype=np.float32)
+            pooled = pooled.float().numpy()
+            if pooling == TOKENS:  # right-padded: each row's own tokens come first
+                for j, row in enumerate(rows.tolist()):
+                    out[starts[row] : starts[row + 1]] = pooled[j, : starts[row + 1] - starts[row]]
+            else:
+                out[rows] = pooled
             bar.update(len(rows))
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 

@@ -71,6 +71,7 @@ class Measurements:
     probe_entity_f1: float | None = None
     probe_entity_f1_std: float | None = None
     majority_entity_f1: float | None = None
+    tagged_words: int | None = None  # what a cached token head is fit on
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,8 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
     if large:
         plan = _large_plan(near and vocab_ok, vocab_ok, mismatch)
     else:
-        rows = max(sum(m.rows_per_class.values()), 1)
+        # The vectors a cached head is fit on: rows, or for tagged words the words.
+        rows = m.tagged_words or max(sum(m.rows_per_class.values()), 1)
         plan = _small_plan(near and vocab_ok, probe_ok, num_blocks, rows, mismatch)
     *picked, reason = plan
     recommendation = Recommendation(*picked, [*reasons, reason], m, num_blocks)

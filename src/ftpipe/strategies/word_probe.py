@@ -19,7 +19,7 @@ probe on pooled features). For tagged words it measures the same two, word by wo
 reads is the probe's lift over always guessing the majority: of accuracy for sentences, of
 entity F1 for words, `(F1 - F1_majority) / (1 - F1_majority)`. Tagging every word with the most
 frequent tag (`O` in any entity corpus) finds no entity, so that lift is the entity F1 itself.
-The head a small, similar recommendation trains (every block frozen) is the same linear map of
+The head a small, similar recommendation trains (feature extraction) is the same linear map of
 the same frozen features as the probe, so the probe's F1 previews what the head alone will
 reach; that is worth choosing only when it is close to what adapting the encoder gives.
 Fine-tuned BERT-base reaches 0.924 on CoNLL-2003 test (../shared/data/README.md); at 0.8 a head
@@ -36,11 +36,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ftpipe.config.schema import Config
-from ftpipe.data.prepared import PreparedData, Split, batches
+from ftpipe.data.features import TOKENS, extract_features
+from ftpipe.data.prepared import PreparedData, Split
 from ftpipe.errors import FtpipeError
 from ftpipe.tasks import Task
 from ftpipe.tasks.token_classification import word_metrics
@@ -135,7 +135,6 @@ def sentence_folds(sentences: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold_of[index]
 
 
-@torch.no_grad()
 def word_features(
     backbone: nn.Module, split: Split, batch_size: int, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -153,22 +152,16 @@ def word_features(
     """
     assert split.word_ids is not None and split.token_labels is not None
     assert split.sentences is not None
-    backbone.eval()
-    features, keys = [], []
-    order = np.argsort(split.lengths, kind="stable")  # less padding per batch
-    for rows, batch in batches(split, batch_size, pad_id, order):
-        hidden = backbone(**batch).last_hidden_state.float()
-        for j, row in enumerate(rows.tolist()):
-            word_ids = np.asarray(split.word_ids[row])
-            at = np.flatnonzero(word_ids >= 0)
-            features.append(hidden[j, torch.as_tensor(at)].numpy())
-            tags = np.asarray(split.token_labels[row])[at]
-            keys.append(np.stack([np.full(len(at), split.sentences[row]), word_ids[at], tags], 1))
-    if not keys:
+    if not len(split):
         return np.empty((0, 0), dtype=np.float32), np.empty((0, 3), dtype=np.int64)
-    words = np.concatenate(keys).astype(np.int64)
+    # Every token's state, as feature extraction caches them, then the scored ones.
+    tokens = extract_features(backbone, split, TOKENS, batch_size, pad_id, "probe")
+    word_ids = np.concatenate(split.word_ids)
+    at = np.flatnonzero(word_ids >= 0)
+    sentence = np.repeat(split.sentences, split.lengths)
+    words = np.stack([sentence[at], word_ids[at], np.concatenate(split.token_labels)[at]], 1)
     ordered = np.lexsort((words[:, 1], words[:, 0]))
-    return np.concatenate(features)[ordered], words[ordered]
+    return tokens[at][ordered], words[ordered].astype(np.int64)
 
 
 def out_of_fold(features: np.ndarray, tags: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -243,14 +236,16 @@ def word_signals(
     """The size and probe fields of `Measurements` for tagged words, and the rows probed.
 
     `rows_per_class` holds entity tokens per type, `probe_rows` the sentences probed,
-    `probe_accuracy` the token accuracy, and `probe_lift` the entity F1's lift (see the
-    module docstring); the probed rows serve the label-free domain signals too.
+    `probe_accuracy` the token accuracy, `probe_lift` the entity F1's lift (see the module
+    docstring), and `tagged_words` the training words; the probed rows serve the label-free
+    domain signals too.
 
     Raises:
         FtpipeError: If no training word is tagged as an entity, or too few sentences.
     """
     assert prepared.labels is not None and prepared.splits["train"].sentences is not None
-    per_type = entity_tokens_per_type(prepared.stats["splits"]["train"]["words_per_tag"])
+    words_per_tag = prepared.stats["splits"]["train"]["words_per_tag"]
+    per_type = entity_tokens_per_type(words_per_tag)
     if not per_type:
         raise FtpipeError(
             "No training word is tagged as an entity (B-X or I-X), so there is nothing to "
@@ -274,6 +269,7 @@ def word_signals(
         "probe_entity_f1": round(probe.entity_f1, 4),
         "probe_entity_f1_std": round(probe.entity_f1_std, 4),
         "majority_entity_f1": round(probe.majority_entity_f1, 4),
+        "tagged_words": sum(words_per_tag.values()),
     }
     return signals, rows
 
@@ -301,31 +297,13 @@ def word_reasons(config: Config, m: Measurements, large: bool, probe_ok: bool) -
 def supported(recommendation: Recommendation, task: Task) -> Recommendation:
     """The recommendation without the strategies `task` refuses (`Task.unsupported_strategies`).
 
-    Token classification refuses feature extraction (its cache holds one pooled vector per row),
-    so there a head alone gives way to its live equivalent: freeze with every block frozen, the
-    same head on features computed at each step. Refused names leave the suggested
-    `strategy.name` choices too.
+    Refused names leave the suggested `strategy.name` choices.
 
     Raises:
-        FtpipeError: If the task refuses the strategy picked and it has no stand-in.
+        FtpipeError: If the task refuses the strategy picked.
     """
     refused = task.unsupported_strategies
     r = recommendation
-    if r.strategy == "feature-extraction" and r.strategy in refused:
-        lr, blocks = (1e-4, 1e-3), r.num_blocks  # lr: for LoRA, the alternative in the space
-        space = {
-            "strategy.name": "choice([freeze, lora])",
-            "strategy.freeze_layers": f"choice([{blocks}])",
-            "train.lr": f"loguniform({lr[0]:g}, {lr[1]:g})",
-            "train.head_lr": f"loguniform({r.head_lr_range[0]:g}, {r.head_lr_range[1]:g})",
-        }
-        why = (
-            f"{r.reasons[-1]} data.task={task.name} cannot train with strategy.name="
-            f"feature-extraction, so freeze all {blocks} blocks: the head alone trains, on live "
-            "features."
-        )
-        r = replace(r, strategy="freeze", freeze_layers=blocks, lr_range=lr, search_space=space,
-                    reasons=[*r.reasons[:-1], why])  # fmt: skip
     if r.strategy in refused:
         raise FtpipeError(
             f"ftpipe recommend picked strategy.name={r.strategy}, which data.task={task.name} "

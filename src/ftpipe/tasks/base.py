@@ -120,6 +120,8 @@ class Task(ABC):
         default_metric: What `train.metric=auto` selects checkpoints by.
         counts_tokens: The progress log reports tokens/s (targets are tokens, not rows).
         pretokenized: Rows are words with a tag each (lists), tokenized word by word.
+        per_token_features: The head reads every token's state, so feature extraction caches
+            one vector per token (`strategy.pooling` must stay `auto`), not one per row.
         unsupported_strategies: Strategies this task cannot train with, and why.
     """
 
@@ -133,6 +135,7 @@ class Task(ABC):
     default_metric: ClassVar[str]
     counts_tokens: ClassVar[bool] = False
     pretokenized: ClassVar[bool] = False
+    per_token_features: ClassVar[bool] = False
     unsupported_strategies: ClassVar[dict[str, str]] = {}
 
     def resolve_metric(self, metric: str) -> tuple[str, bool]:
@@ -258,13 +261,19 @@ class Task(ABC):
         )
 
     def check_config(self, config: Config) -> None:
-        """Fail early on settings this task cannot honour (today: `train.metric`).
+        """Fail early on settings this task cannot honour (`train.metric`, the strategy).
 
         Raises:
             ConfigError: Naming the key and the values the task accepts.
         """
         self.resolve_metric(config.train.metric)
         self.check_strategy(config.strategy.name)
+        if self.per_token_features and config.strategy.pooling != "auto":
+            raise ConfigError(
+                f"strategy.pooling={config.strategy.pooling} makes one vector of each row, and "
+                f"data.task={self.name} tags every word, so its head reads each token's own "
+                "state. Leave strategy.pooling at auto."
+            )
 
     def check_strategy(self, name: str) -> None:
         """Refuse a strategy this task cannot train with (`unsupported_strategies`).

@@ -126,20 +126,13 @@ class TokenClassification(ServingTask):
     gate_metrics: ClassVar[tuple[str, ...]] = ("entity_f1",)
     report_unit: ClassVar[str] = "entity type"
     pretokenized: ClassVar[bool] = True
-    unsupported_strategies: ClassVar[dict[str, str]] = {
-        "feature-extraction": (
-            "caches one pooled vector per row, and data.task=token-classification needs one per "
-            "word; per-token cached features are not built yet. Use strategy.name=freeze with "
-            "strategy.freeze_layers equal to the model's depth to train the head alone on live "
-            "features, or lora."
-        ),
-        **dict.fromkeys(
-            ("p-tuning", "prompt-tuning"),
-            "prepends virtual tokens to the input, and PEFT's token-classification model then "
-            "returns logits for them too, which match no word's tag. Use prefix (virtual keys "
-            "and values, no added positions), lora or ia3.",
-        ),
-    }
+    per_token_features: ClassVar[bool] = True
+    unsupported_strategies: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("p-tuning", "prompt-tuning"),
+        "prepends virtual tokens to the input, and PEFT's token-classification model then "
+        "returns logits for them too, which match no word's tag. Use prefix (virtual keys and "
+        "values, no added positions), lora or ia3.",
+    )
 
     def read_cells(
         self,
@@ -221,8 +214,11 @@ class TokenClassification(ServingTask):
         return {}
 
     def targets(self, rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]):
-        """Each token's tag id, -100 where it trains nothing, padded to the batch's width."""
-        width = tensors["input_ids"].shape[1]
+        """Each token's tag id, -100 where it trains nothing, padded to the batch's width.
+
+        The width is that of the batch's token ids, or of its cached per-token features.
+        """
+        width = tensors["input_ids" if "input_ids" in tensors else "features"].shape[1]
         labels = torch.full((len(index), width), -100, dtype=torch.long)
         for j, row in enumerate(index.tolist()):
             values = rows.token_labels[row]

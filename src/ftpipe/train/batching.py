@@ -9,10 +9,12 @@ uninterrupted run would have read. (A resume with other settings reads another o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
+from ftpipe.data.features import token_starts
 from ftpipe.data.prepared import Split, batches
 from ftpipe.tasks import Task
 
@@ -92,19 +94,57 @@ class BatchSource:
         split: The rows.
         pad_id: Padding token id.
         task: The task, which builds each batch's `labels`.
-        features: Cached pooled features for feature extraction, [rows, hidden].
+        features: Cached features for feature extraction: pooled, [rows, hidden], or with
+            `per_token` every token's, row after row, [tokens, hidden].
+        per_token: `features` holds a vector per token; batches pad them to [rows, tokens,
+            hidden] with zeros, as token ids are padded.
     """
 
     split: Split
     pad_id: int
     task: Task
     features: torch.Tensor | None = None
+    per_token: bool = False
 
     def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Tensors for these rows, on `device`."""
-        if self.features is not None:
-            tensors = {"features": self.features[torch.from_numpy(rows)]}
-        else:
+        if self.features is None:
             _, tensors = next(batches(self.split, len(rows), self.pad_id, rows))
+        elif self.per_token:
+            tensors = {"features": self._padded_token_features(rows)}
+        else:
+            tensors = {"features": self.features[torch.from_numpy(rows)]}
         tensors["labels"] = self.task.targets(self.split, rows, tensors)
         return {name: value.to(device, non_blocking=True) for name, value in tensors.items()}
+
+    def head_matrix(
+        self, device: torch.device, chunk: int = 1024
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every cached feature that has a target, and the target: what a head fit reads.
+
+        Pooled, that is every row; per token, every token whose label is not -100.
+
+        Returns:
+            Features [n, hidden] and labels [n].
+        """
+        features, labels = [], []
+        for start in range(0, len(self.split), chunk):
+            batch = self.batch(np.arange(start, min(start + chunk, len(self.split))), device)
+            scored = batch["labels"] != -100
+            features.append(batch["features"][scored])
+            labels.append(batch["labels"][scored])
+        return torch.cat(features), torch.cat(labels)
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        return token_starts(self.split)
+
+    def _padded_token_features(self, rows: np.ndarray) -> torch.Tensor:
+        assert self.features is not None
+        starts, ends = self._starts[rows], self._starts[rows + 1]
+        padded = self.features.new_zeros(
+            (len(rows), int((ends - starts).max()), self.features.shape[1])
+        )
+        for j, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            padded[j, : end - start] = self.features[start:end]
+        return padded

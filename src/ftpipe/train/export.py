@@ -31,6 +31,7 @@ from torch import nn
 
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import Config
+from ftpipe.data.features import TOKENS
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
 from ftpipe.strategies.feature_extraction import PooledClassifier
@@ -148,12 +149,15 @@ def write_export(
         manifest |= {"kind": "pooled-classifier", "pooling": model.pooling}
     elif isinstance(model, PeftModel):
         model.save_pretrained(directory / "adapter")
-        # Merging replaces the adapter layers in place, so merge a copy: this export may be
-        # written mid-training, from the model still being trained.
-        merged = merge_adapter(copy.deepcopy(model)) if config.strategy.merge_adapter else model
-        if merged is not model:
-            merged.save_pretrained(directory)
-        manifest |= {"kind": "transformers" if merged is not model else "peft"}
+        # Unset merges where the method allows; prompt learning adds tokens, not weights.
+        merges = not model.peft_config[model.active_adapter].is_prompt_learning
+        if merges and config.strategy.merge_adapter is not False:
+            # Merging replaces the adapter layers in place, so merge a copy: this export may
+            # be written mid-training, from the model still being trained.
+            merge_adapter(copy.deepcopy(model)).save_pretrained(directory)
+            manifest |= {"kind": "transformers"}
+        else:
+            manifest |= {"kind": "peft"}
         manifest |= {"adapter": "adapter"}
     else:
         model.save_pretrained(directory)
@@ -215,6 +219,15 @@ def predict_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
     return model(**inputs).logits.float()
 
 
+def head_formula(pooling: str | None) -> str:
+    """A pooled-classifier's logits, as the model card writes them (a comment line)."""
+    states = "backbone(**inputs).last_hidden_state"
+    head = "@ head['weight'].T + head['bias']"
+    if pooling == TOKENS:
+        return f"# logits = {states} {head}  (each token tagged alone)"
+    return f"# logits = {pooling}-pool({states}) {head}"
+
+
 def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]) -> str:
     """A short README: what this is, how it was trained, how to load it, what it scored."""
     auto = get_task(manifest["task"]).model_class
@@ -235,8 +248,7 @@ def model_card(manifest: dict[str, Any], config: Config, metrics: dict[str, Any]
             "from transformers import AutoModel\n"
             'backbone = AutoModel.from_pretrained("DIR")\n'
             'head = load_file("DIR/head.safetensors")  # weight [classes, hidden], bias\n'
-            f"# logits = {manifest.get('pooling')}-pool(backbone(**inputs).last_hidden_state) "
-            "@ head['weight'].T + head['bias']\n"
+            f"{head_formula(manifest.get('pooling'))}\n"
             "# or: from ftpipe.train.export import Export, load_export; model, tok = "
             'load_export(Export.open("DIR"))'
         ),

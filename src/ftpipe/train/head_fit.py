@@ -22,7 +22,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -126,22 +125,24 @@ def fit_logistic(
 def fit_head(
     head: nn.Linear, source: BatchSource, l2: float, announce: bool
 ) -> tuple[float, int, int, float]:
-    """Fit `head` on every row of the cached `source`: (loss, rows passed over, 0, seconds).
+    """Fit `head` on every row of the cached `source`: (loss, vectors passed over, 0, seconds).
 
-    Every rank fits; rank 0's weights are then broadcast. They are copied into the head in
-    place, where the DeepSpeed engine, its checkpoints and the export see them. `announce`
-    logs the progress (on one rank only).
+    A row is one vector, or for a tagging task one per token that has a tag (the head tags
+    each token alone, so the fit is the same logistic regression over those vectors). Every
+    rank fits; rank 0's weights are then broadcast. They are copied into the head in place,
+    where the DeepSpeed engine, its checkpoints and the export see them. `announce` logs the
+    progress (on one rank only).
     """
     started = time.perf_counter()
-    device = head.weight.device
-    batch = source.batch(np.arange(len(source.split)), device)
-    rows, classes = len(source.split), head.out_features
+    features, labels = source.head_matrix(head.weight.device)
+    rows, classes = len(labels), head.out_features
     if announce:
         log.info(
-            "Fitting the head on %d cached rows to convergence: full-batch L-BFGS, L2 %.2g "
-            "(train.weight_decay), at most %d iterations", rows, l2, MAX_ITERATIONS,
+            "Fitting the head on %d cached %s to convergence: full-batch L-BFGS, L2 %.2g "
+            "(train.weight_decay), at most %d iterations",
+            rows, "tokens" if source.per_token else "rows", l2, MAX_ITERATIONS,
         )  # fmt: skip
-    fit = fit_logistic(batch["features"], batch["labels"], classes, l2, announce=announce)
+    fit = fit_logistic(features, labels, classes, l2, announce=announce)
     with torch.no_grad():
         head.weight.copy_(fit.weight)
         head.bias.copy_(fit.bias)

@@ -16,7 +16,7 @@ import torch
 
 from ftpipe.config.rules import precision_problem
 from ftpipe.config.schema import Config
-from ftpipe.data.features import cached_features
+from ftpipe.data.features import TOKENS, cached_features
 from ftpipe.data.prepared import PreparedData, Split
 from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.strategies import Prepared, prepare
@@ -192,7 +192,8 @@ def _cached_sources(config, data, splits, model, ctx) -> tuple[BatchSource, Batc
     torch.distributed.barrier()
     if ctx.rank != 0:
         features = load()
+    per_token = model.pooling == TOKENS
     return tuple(
-        BatchSource(splits[name], pad_id, data.task, torch.from_numpy(features[name]))
+        BatchSource(splits[name], pad_id, data.task, torch.from_numpy(features[name]), per_token)
         for name in ("train", "eval")
     )

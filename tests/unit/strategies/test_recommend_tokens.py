@@ -1,5 +1,5 @@
 """The recommender on tagged words: entity tokens per type, a per-token probe cross-validated by
-sentence, and never a strategy token classification refuses."""
+sentence, and only strategies token classification trains."""
 
 import json
 from dataclasses import replace
@@ -65,6 +65,7 @@ def test_tagged_words_are_measured_and_explained(recommended):
     # every train sentence probed (probe_rows is far above), each word scored once, windows too
     assert m.probe_rows == len(by_sentence)
     assert m.probe_words == sum(len(text.split(" ")) for text, _ in by_sentence.values())
+    assert m.tagged_words == m.probe_words  # every training sentence was probed
     assert 0.0 <= m.probe_entity_f1 <= 1.0 and 0.0 <= m.probe_accuracy <= 1.0
     assert m.majority_entity_f1 == 0.0  # always O finds no entity
     assert m.probe_lift == m.probe_entity_f1
@@ -96,8 +97,8 @@ def token_measurements(lift: float, smallest: int = 100, distance: float = 0.1) 
 @pytest.mark.parametrize(
     ("m", "case", "strategy", "freeze_layers"),
     [
-        # a head alone, which feature extraction would cache, trains on live features instead
-        (token_measurements(0.9), "small-similar", "freeze", 6),
+        # a head alone, on per-token features cached once
+        (token_measurements(0.9), "small-similar", "feature-extraction", 0),
         (token_measurements(0.2), "small-similar", "lora", 0),
         # an entity F1 of 0.7 is under the tagged words' bar (0.8), though a sentence lift of 0.7
         # clears recommend.similar_probe_lift (0.6)
@@ -106,18 +107,19 @@ def token_measurements(lift: float, smallest: int = 100, distance: float = 0.1) 
         (token_measurements(0.9, smallest=5000), "large-similar", "full", 0),
     ],
 )
-def test_no_case_recommends_a_refused_strategy(m, case, strategy, freeze_layers):
+def test_each_case_picks_a_strategy_the_task_trains(m, case, strategy, freeze_layers):
     config = validate_config({"data": {"train": "x.jsonl", "task": "token-classification"}})
     recommendation = decide(config, m, num_blocks=6)
     assert (recommendation.case, recommendation.strategy) == (case, strategy)
     assert recommendation.freeze_layers == freeze_layers
     assert not set(choices(recommendation.search_space)) & set(REFUSED)
     parse_space(config, recommendation.search_space)
-    text = recommendation.text()
-    assert "feature-extraction" not in choices(recommendation.search_space)
-    if freeze_layers == 6:
-        assert "freeze all 6 blocks" in text and "Learning rates: backbone frozen" in text
-    # the same measurements for sentences still pick feature extraction
+    if strategy == "feature-extraction":
+        assert "Learning rates: backbone frozen" in recommendation.text()
+        # the head's L2 range, C from 0.1 to 100, counts the words it is fit on
+        on_words = decide(config, replace(m, tagged_words=10_000), num_blocks=6)
+        assert on_words.search_space["train.weight_decay"] == "loguniform(1e-06, 0.001)"
+    # the same measurements for sentences pick feature extraction at a lift of 0.7 too
     sentence_config = validate_config({"data": {"train": "x.csv"}})
     as_sentences = replace(m, unit="rows", probe_words=None, probe_entity_f1=None)
     if case == "small-similar" and m.probe_lift >= 0.6:

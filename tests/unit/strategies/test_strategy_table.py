@@ -52,7 +52,6 @@ REFUSED = {
     **{(arch, "prefix", task): "accepts past key values"
        for arch in ("deberta-v2", "distilbert") for task in ("classifier", "token")},
     **{(arch, "feature-extraction", "causal-lm"): "classification head" for arch in DECODERS},
-    **{(arch, "feature-extraction", "token"): "one pooled vector per row" for arch in ENCODERS},
     **{(arch, s, "token"): "logits for them too"
        for arch in ENCODERS for s in ("p-tuning", "prompt-tuning")},
 }  # fmt: skip
@@ -125,7 +124,7 @@ def expected_trainable(strategy: str, model: nn.Module, task: str) -> int:
         return unique_total
     if strategy == "freeze":  # embeddings and block 0 frozen (tied output layers go with them)
         return unique_total - embeddings - blocks[0]
-    if strategy == "feature-extraction":  # a new linear layer on pooled features
+    if strategy == "feature-extraction":  # a new linear layer on pooled (or per-token) features
         return hidden * model.config.num_labels + model.config.num_labels
     if strategy == "gradual-unfreezing":
         return head
@@ -344,6 +343,19 @@ def test_prompt_learning_under_zero3_is_refused(strategy):
         validate_config(
             {"data": {"train": "x.csv"}, "strategy": {"name": strategy}, "train": {"zero_stage": 3}}
         )
+
+
+@pytest.mark.parametrize("strategy", ["prefix", "p-tuning", "prompt-tuning"])
+def test_merging_a_prompt_learning_adapter_is_refused(strategy):
+    from ftpipe.errors import ConfigError
+
+    refused = rf"merge_adapter=true cannot apply to strategy.name={strategy}: prompt learning"
+    with pytest.raises(ConfigError, match=refused):
+        validate_config(
+            {"data": {"train": "x.csv"}, "strategy": {"name": strategy, "merge_adapter": True}}
+        )
+    # unset, or false, keeps the adapter: the default config loads
+    validate_config({"data": {"train": "x.csv"}, "strategy": {"name": strategy}})
 
 
 def test_auto_must_be_resolved_first():

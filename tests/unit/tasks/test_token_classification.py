@@ -13,13 +13,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ftpipe.config import apply_overrides
 from ftpipe.config.load import validate_config
 from ftpipe.data import run_prep
-from ftpipe.data.prepared import PrepDir
+from ftpipe.data.features import TOKENS, extract_features
+from ftpipe.data.prepared import PrepDir, load_prepared
 from ftpipe.errors import ConfigError, DataError
+from ftpipe.strategies import prepare
+from ftpipe.train.batching import BatchSource
 from ftpipe.train.local import train_local
+from ftpipe.train.model import load_base_model
+from ftpipe.train.predictor import Predictor
 from tests.helpers import ftpipe, write_jsonl
 
 FILLER = ["my", "order", "is", "late", "please", "help", "the", "was", "charged", "twice"]
@@ -182,7 +188,7 @@ def test_a_bad_file_exits_2_from_the_command_line(tmp_path, tiny_model_dir):
     assert f"line {conll_line(source, 'app')}" in result.stderr
 
 
-@pytest.mark.parametrize("strategy", ["full", "freeze", "lora"])
+@pytest.mark.parametrize("strategy", ["full", "freeze", "feature-extraction", "lora"])
 def test_training_lowers_the_loss_and_scores_entities(tmp_path, config_for, strategy):
     rows = sentences(120, seed=1)
     source = str(write_jsonl(tmp_path / "d.jsonl", [{"tokens": w, "tags": t} for w, t in rows]))
@@ -193,9 +199,31 @@ def test_training_lowers_the_loss_and_scores_entities(tmp_path, config_for, stra
         (max((tmp_path / "train").rglob("step-*")) / "trainer_state.json").read_text()
     )["history"]
     losses = [entry["loss"] for entry in history]
-    assert losses[-1] < losses[0] * 0.8, losses
+    if strategy == "feature-extraction":
+        # one step, the fit on cached per-token features, from zero weights: every tag
+        # equally likely, a loss of ln(tags), then the converged token head
+        tags = len(PrepDir.open(config.data.output_dir).labels.names)
+        assert losses[-1] < 0.8 * np.log(tags), losses
+        assert list((tmp_path / "cache").rglob("train.npy")), "no per-token features cached"
+    else:
+        assert losses[-1] < losses[0] * 0.8, losses
     assert set(outcome.metrics) >= {"entity_f1", "entity_precision", "token_accuracy", "loss"}
     assert outcome.metrics["entity_f1"] > 0.5, outcome.metrics
+    assert exported_token_accuracy(config) == pytest.approx(outcome.metrics["token_accuracy"])
+
+
+def exported_token_accuracy(config) -> float:
+    """The export, loaded as predict loads it, tags the eval sentences: the share tagged right."""
+    prep = PrepDir.open(config.data.output_dir)
+    table = pq.read_table(prep.split_path("eval")).to_pydict()
+    sentences = dict(zip(table["sentence"], zip(table["text"], table["tags"], strict=True),
+                         strict=True))  # fmt: skip
+    words = [text.split(" ") for text, _ in sentences.values()]
+    gold = np.concatenate([[prep.labels.names.index(t) for t in tags.split(" ")]
+                           for _, tags in sentences.values()])  # fmt: skip
+    predictor = Predictor.load(Path(config.train.output_dir) / "model")
+    predicted = np.concatenate([p.argmax(1) for p in predictor.word_probabilities(words)])
+    return float(np.mean(predicted == gold))
 
 
 def test_every_word_of_a_windowed_sentence_is_scored_exactly_once(tmp_path, config_for):
@@ -218,9 +246,38 @@ def test_every_word_of_a_windowed_sentence_is_scored_exactly_once(tmp_path, conf
     assert windows == 3  # 21 one-piece words: 8 in the first window, 5 new in each of 3 more
 
 
-def test_feature_extraction_is_refused_cleanly_for_now(tmp_path, config_for):
+def test_a_pooling_that_makes_one_vector_per_sentence_is_refused(tmp_path, config_for):
     from ftpipe.tasks import get_task
 
-    config = config_for("d.jsonl", "strategy.name=feature-extraction")
-    with pytest.raises(ConfigError, match=r"strategy\.name=feature-extraction caches one pooled"):
+    config = config_for("d.jsonl", "strategy.name=feature-extraction", "strategy.pooling=mean")
+    with pytest.raises(ConfigError, match=r"strategy\.pooling=mean makes one vector of each row"):
         get_task(config.data.task).check_config(config)
+
+
+def test_cached_token_features_give_the_live_logits_and_labels(tmp_path, config_for):
+    # A sentence longer than a window, so one sentence spans several cached rows.
+    long = (["my", "card", "was", "charged", "twice", "please", "help"] * 3,
+            ["O", "B-PROD", "O", "O", "O", "O", "O"] * 3)  # fmt: skip
+    rows = [*sentences(20), long]
+    source = str(write_jsonl(tmp_path / "d.jsonl", [{"tokens": w, "tags": t} for w, t in rows]))
+    config = config_for(source, "strategy.name=feature-extraction", max_length=10, stride=3)
+    data = load_prepared(run_prep(config).output_dir)
+    model = prepare(load_base_model(config, data.labels)[0], config).model
+    split, pad_id, cpu = data.splits["train"], model.config.pad_token_id, torch.device("cpu")
+    features = extract_features(model.backbone, split, TOKENS, batch_size=4, pad_id=pad_id)
+    assert features.shape == (split.lengths.sum(), model.config.hidden_size)
+
+    cached = BatchSource(split, pad_id, data.task, torch.from_numpy(features), per_token=True)
+    live = BatchSource(split, pad_id, data.task).batch(np.arange(len(split)), cpu)
+    from_cache = cached.batch(np.arange(len(split)), cpu)
+    torch.testing.assert_close(from_cache["labels"], live["labels"])
+    real = live["attention_mask"].bool()
+    with torch.no_grad():
+        inputs = {k: v for k, v in live.items() if k != "labels"}
+        torch.testing.assert_close(
+            model(features=from_cache["features"]).logits[real], model(**inputs).logits[real]
+        )
+    # the head fit reads one vector per token that has a tag, and that tag
+    matrix, tags = cached.head_matrix(cpu)
+    assert len(matrix) == len(tags) == int((live["labels"] != -100).sum())
+    torch.testing.assert_close(tags, live["labels"][live["labels"] != -100])

@@ -60,6 +60,23 @@ def test_loss_decreases_and_the_export_predicts_like_the_trained_model(
         assert (Path(outcome.model_dir) / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_a_prompt_learning_export_keeps_its_adapter_and_predicts_as_trained(
+    tmp_path, tiny_model_dir
+):
+    from ftpipe.train.predictor import Predictor
+
+    # strategy.merge_adapter unset: virtual tokens cannot merge, so the adapter is the export
+    config = train_config(tmp_path, tiny_model_dir, "strategy.name=p-tuning", "train.epochs=1")
+    outcome = train_local(config)
+    model_dir = Path(outcome.model_dir)
+    assert json.loads((model_dir / "ftpipe.json").read_text())["kind"] == "peft"
+    assert not (model_dir / "adapter_config.json").exists(), "an adapter saved as the model"
+    exported = export_metrics(model_dir, config)
+    assert exported["loss"] == pytest.approx(outcome.metrics["loss"], rel=1e-4)
+    table = Predictor.load(model_dir).predict(["good hello help please"])
+    assert table["label"].tolist()[0] in {"good", "bad"}
+
+
 def test_plain_transformers_loads_the_export(tmp_path, tiny_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
