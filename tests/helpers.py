@@ -148,3 +148,37 @@ def save_wordpiece_tokenizer(directory: Path, tokens: list[str]) -> dict[str, in
         mask_token="[MASK]",
     ).save_pretrained(directory)
     return vocab
+
+
+def save_decoder_tokenizer(
+    directory: Path,
+    words: list[str],
+    eos: bool = True,
+    specials: tuple[str, ...] = (),
+    chat_template: str | None = None,
+) -> dict[str, int]:
+    """Save a Llama-style word-level tokenizer: `<s>` opens every text, `</s>` is its EOS.
+
+    The vocabulary is `<pad>`, `<unk>`, `<s>`, `</s>`, then `specials` (kept whole, as chat
+    markers are), then `words`; with `eos` false the tokenizer names no end-of-text token.
+    Returns the vocabulary, token to id.
+    """
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    names = ["<pad>", "<unk>", "<s>", "</s>", *specials, *words]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(names))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in specials])
+    directory.mkdir(parents=True, exist_ok=True)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+        **({"eos_token": "</s>"} if eos else {}),
+    )  # fmt: skip
+    fast.chat_template = chat_template
+    fast.save_pretrained(directory)
+    return vocab

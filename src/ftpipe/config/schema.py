@@ -96,6 +96,16 @@ class DataConfig(Section):
     """For `task: causal-lm`: a column holding each row's completion; `text_column` is then the
     prompt, and the loss covers the completion only."""
 
+    messages_column: Column | None = None
+    """For `task: causal-lm`: a column holding each row's conversation, a list of messages
+    with a `role` (system, user, assistant) and a `content` (ShareGPT's `from` and `value`,
+    with human and gpt, read too). It is read in place of `text_column`, and the loss covers
+    the assistant turns only."""
+
+    chat_template: str = "auto"
+    """For `messages_column`: how a conversation becomes text. `auto` is the tokenizer's own
+    chat template; `chatml`, `llama3` and `plain` are shipped with ftpipe; or a `.jinja` file."""
+
     labels: LabelNames | None = None
     """Declared label set, in id order (strings or integers). Rows with other labels are
     invalid. Null infers the set from the training data (integers sort numerically, strings
@@ -154,9 +164,14 @@ class DataConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _token_columns(cls, values: Any) -> Any:
-        """Token classification reads `tokens` and `tags` unless the columns are named."""
+        """The columns a task reads by default, and a conversation's as the text.
+
+        Token classification reads `tokens` and `tags` unless the columns are named.
+        """
         if isinstance(values, dict) and values.get("task") == "token-classification":
             values = {"text_column": "tokens", "label_column": "tags", **values}
+        if isinstance(values, dict) and values.get("messages_column") is not None:
+            values = {**values, "text_column": values["messages_column"]}
         return values
 
     @model_validator(mode="after")
@@ -193,6 +208,17 @@ class DataConfig(Section):
             raise ValueError(
                 "data.completion_column needs data.task=causal-lm; for sentence pairs use "
                 "data.text_pair_column"
+            )
+        chat = self.messages_column is not None
+        if chat and (not lm or self.completion_column is not None):
+            raise ValueError(
+                "data.messages_column holds conversations for data.task=causal-lm, without "
+                "data.completion_column (a conversation's assistant turns are its completions)"
+            )
+        if not chat and self.chat_template != "auto":
+            raise ValueError(
+                f"data.chat_template={self.chat_template} renders conversations: set "
+                "data.messages_column to the column that holds them"
             )
         columns = {
             "text_column": self.text_column,

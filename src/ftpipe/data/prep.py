@@ -39,6 +39,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ftpipe.config.schema import Config
+from ftpipe.data.chats import ChatRenderer, template_digest
+from ftpipe.data.completions import end_of_text_id
 from ftpipe.data.fingerprint import fingerprint, prep_identity
 from ftpipe.data.partition import load_splits
 from ftpipe.data.prepared import INPUTS, PrepDir
@@ -105,7 +107,7 @@ def _prep(config: Config, output_dir: Path, tokenizer: Tokenizer) -> PrepResult:
     )
     task = get_task(data.task)
     digests = {role: stream.digest for role, stream in streams.items()}
-    identity = prep_identity(config, digests, tokenizer_digest(tokenizer))
+    identity = prep_identity(config, digests, tokenizer_digest(tokenizer), template_digest(config))
     data_fingerprint = fingerprint(identity)
 
     remove_orphans(output_dir)
@@ -153,7 +155,8 @@ def input_fingerprint(config: Config) -> str:
         for role in INPUTS
         if (source := getattr(data, role)) is not None
     }
-    identity = prep_identity(config, digests, tokenizer_digest(load_tokenizer(config.model)))
+    tokenizer = tokenizer_digest(load_tokenizer(config.model))
+    identity = prep_identity(config, digests, tokenizer, template_digest(config))
     return fingerprint(identity)
 
 
@@ -167,16 +170,27 @@ def _write_splits(
 ) -> dict[str, TokenCounts]:
     """Pass 2: read each input again, writing its rows to their splits' shards."""
     data, task = config.data, get_task(config.data.task)
+    completes = task.ends_completions and data.completion_column is not None
+    eos_id = end_of_text_id(config.model) if completes else None
+    chats = ChatRenderer(config.model, data) if data.messages_column is not None else None
     writers = {
         name: ShardWriter(staging / name, tokenizer, task, labels, data,
-                          splits[name].pair_column is not None)
+                          splits[name].pair_column is not None, eos_id, chats)
         for name in splits
     }  # fmt: skip
     for stream in streams.values():
         mine = {name: rows for name, rows in splits.items() if rows.source == stream.source}
         if mine:
             write_rows(stream, mine, writers)
-    return {name: writer.close() for name, writer in writers.items()}
+    counts = {name: writer.close() for name, writer in writers.items()}
+    for name, split in counts.items():
+        if split.trimmed_prompts:
+            log.warning(
+                "%s: %d rows over data.max_length=%d lost prompt text from the left; %d of them "
+                "had their completion cut even so (raise data.max_length to keep them whole)",
+                name, split.trimmed_prompts, data.max_length, split.cut_completions,
+            )  # fmt: skip
+    return counts
 
 
 def _checked_output_dir(output_dir: str, inputs: list[str | None]) -> Path:

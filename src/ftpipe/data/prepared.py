@@ -228,6 +228,12 @@ class PrepDir:
         """
         given = config.model_dump(mode="json")
         differences = []
+        layout = json.loads(self.fingerprint_path.read_text()).get("layout", 1)
+        if layout != get_task(config.data.task).prep_layout:
+            differences.append(
+                f"its rows are laid out as version {layout}, and this ftpipe reads version "
+                f"{get_task(config.data.task).prep_layout} for data.task={config.data.task}"
+            )
         for key, recorded in self.recorded_config().items():
             if not tokenization and key in TOKENIZATION_KEYS:
                 continue

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from ftpipe.config.schema import DataConfig
+from ftpipe.data.chats import ChatRenderer, tokenize_chats
+from ftpipe.data.completions import tokenize_completions
 from ftpipe.data.scan import Index
 from ftpipe.data.sources import Stream
 from ftpipe.data.tokenize import TokenCounts, tokenize
@@ -34,8 +36,12 @@ class ShardWriter:
         labels: LabelMap,
         config: DataConfig,
         pairs: bool,
+        eos_id: int | None = None,
+        chats: ChatRenderer | None = None,
     ) -> None:
         directory.mkdir(parents=True)
+        self.eos_id = eos_id  # what ends a completion (`Task.ends_completions`)
+        self.chats = chats  # renders conversations (`data.messages_column`)
         self.directory, self.tokenizer, self.task = directory, tokenizer, task
         self.label2id, self.config = labels.label2id, config
         self.texts: list[str] = []
@@ -87,10 +93,16 @@ class ShardWriter:
         self, texts: list[str], pairs: list[str] | None, labels: list[str], locations: list[str]
     ) -> dict[str, pa.Array]:
         """One model row per input row: its text(s), label id, token ids and task columns."""
-        data = self.config
-        tokens = tokenize(
-            self.tokenizer, texts, pairs, data.max_length, desc=f"tokenize {self.directory.name}"
-        )
+        data, desc = self.config, f"tokenize {self.directory.name}"
+        if self.chats is not None:
+            tokens = tokenize_chats(self.chats, texts, data.max_length)
+        elif pairs is not None and self.task.ends_completions:
+            assert self.eos_id is not None
+            tokens = tokenize_completions(
+                self.tokenizer, texts, pairs, data.max_length, self.eos_id, desc
+            )
+        else:
+            tokens = tokenize(self.tokenizer, texts, pairs, data.max_length, desc)
         self.counts.add(tokens)
         columns: dict[str, pa.Array] = {"text": pa.array(texts, pa.string())}
         if pairs is not None:

@@ -21,7 +21,8 @@ def split_stats(
     The unknown-token rate and word pieces per word are signals of domain shift: text far from
     the pretraining corpus splits into more pieces and hits the unknown token more often. For
     tagged words, words per tag and entities per type instead of rows per label, and the rows
-    that long sentences added as windows or the words truncation cut off.
+    that long sentences added as windows or the words truncation cut off. For prompt +
+    completion rows, those whose prompt was trimmed to fit and those whose completion was cut.
     """
     counts = rows.label_counts()
     by_label = task.label_stats(counts, labels) if labels else {"rows_per_label": {}}
@@ -31,6 +32,11 @@ def split_stats(
             "repaired_tags": rows.repaired,
             "windows": tokens.windows,
             "lost_words": tokens.lost_words,
+        }
+    if task.ends_completions:
+        by_label |= {
+            "trimmed_prompts": tokens.trimmed_prompts,
+            "cut_completions": tokens.cut_completions,
         }
     lengths = tokens.all_lengths
     token_length: dict[str, float] = {}

@@ -45,6 +45,12 @@ class Tokenized:
     """Rows added by splitting long sentences of tagged words into windows."""
     lost_words: int = 0
     """Tagged words cut off by truncation (`data.stride: null`)."""
+    trimmed_prompts: int = 0
+    """Prompt + completion rows whose prompt lost text from the left to fit."""
+    cut_completions: int = 0
+    """Prompt + completion rows whose completion was cut even so."""
+    targets: list[list[int]] | None = None
+    """Per token of a conversation, the id the loss covers, or -100 (`ftpipe.data.chats`)."""
 
 
 @dataclass
@@ -58,15 +64,15 @@ class TokenCounts:
     unknown: int = 0
     windows: int = 0
     lost_words: int = 0
+    trimmed_prompts: int = 0
+    cut_completions: int = 0
 
     def add(self, tokens: Tokenized) -> None:
         """Count one shard's tokens."""
         self.lengths.append(tokens.lengths)
-        self.pieces += tokens.pieces
-        self.words += tokens.words
-        self.unknown += tokens.unknown
-        self.windows += tokens.windows
-        self.lost_words += tokens.lost_words
+        for name in ("pieces", "words", "unknown", "windows", "lost_words", "trimmed_prompts",
+                     "cut_completions"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(tokens, name))
 
     @property
     def all_lengths(self) -> np.ndarray:
@@ -150,7 +156,7 @@ def tokenize(
                 ids = enc.ids
                 lengths[start + offset] = len(ids)
                 pieces += len(ids) - specials
-                words += _count_words(enc, is_pair)
+                words += count_words(enc, is_pair)
                 if unk_id is not None:
                     unknown += ids.count(unk_id)
                 input_ids.append(ids)
@@ -171,7 +177,7 @@ def tokenize(
     )
 
 
-def _count_words(enc: Encoding, is_pair: bool) -> int:
+def count_words(enc: Encoding, is_pair: bool = False) -> int:
     """Pre-tokenized words in one encoding; special tokens have no word id."""
     if is_pair:
         return len(

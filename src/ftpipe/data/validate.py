@@ -197,8 +197,11 @@ def row_problems(
     known = set(known_labels) if known_labels is not None else None
     resembles = {label_key(name): name for name in known or ()}
     pairs = examples.pairs
-    # A pre-tokenized task reads its text and label columns as lists, in `read_cells`.
-    scalars = [c for j, c in enumerate(used) if not task.pretokenized or 0 < j < len(used) - 1]
+    # Lists (tagged words, conversations) are read and checked in the task's `read_cells`.
+    lists = task.list_cells(config)  # used is text, then a second text, then the label
+    listed = {0} if "text" in lists else set()
+    listed |= {len(used) - 1} if "label" in lists else set()
+    scalars = [c for j, c in enumerate(used) if j not in listed]
     lines = examples.lines
     for i, where in enumerate(examples.locations):
         second = pairs[i] if pairs is not None else None

@@ -47,6 +47,7 @@ class Tokens(Protocol):
 
     token_type_ids: list[list[int]] | None
     second_starts: list[int] | None
+    targets: list[list[int]] | None
 
 
 class HeldOutRows(Protocol):
@@ -105,6 +106,17 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     return ids, mask
 
 
+def pad_targets(
+    token_labels: Sequence[Sequence[int]], index: np.ndarray, width: int
+) -> torch.Tensor:
+    """Per-token targets of the rows at `index`, right-padded with -100 to `width`."""
+    labels = torch.full((len(index), width), -100, dtype=torch.long)
+    for j, row in enumerate(index.tolist()):
+        values = token_labels[row]
+        labels[j, : len(values)] = torch.as_tensor(values, dtype=torch.long)
+    return labels
+
+
 class Task(ABC):
     """One kind of fine-tuning job. Subclasses set the class attributes and the hooks.
 
@@ -122,6 +134,10 @@ class Task(ABC):
         pretokenized: Rows are words with a tag each (lists), tokenized word by word.
         per_token_features: The head reads every token's state, so feature extraction caches
             one vector per token (`strategy.pooling` must stay `auto`), not one per row.
+        ends_completions: A row's second text is a completion: tokenized apart from its
+            prompt, ended with EOS, the prompt trimmed first (`ftpipe.data.completions`).
+        prep_layout: The version of what prep writes for this task; data prepared at another
+            version is refused, and the fingerprint covers it from version 2 on.
         unsupported_strategies: Strategies this task cannot train with, and why.
     """
 
@@ -136,6 +152,8 @@ class Task(ABC):
     counts_tokens: ClassVar[bool] = False
     pretokenized: ClassVar[bool] = False
     per_token_features: ClassVar[bool] = False
+    ends_completions: ClassVar[bool] = False
+    prep_layout: ClassVar[int] = 1
     unsupported_strategies: ClassVar[dict[str, str]] = {}
 
     def resolve_metric(self, metric: str) -> tuple[str, bool]:
@@ -199,6 +217,10 @@ class Task(ABC):
     def text_of(self, cell: Any) -> str:
         """The text a valid row's text cell holds (as `read_cells` reads it)."""
         return text_value(cell)
+
+    def list_cells(self, config: Any) -> tuple[str, ...]:
+        """The roles (`text`, `label`) whose cells are lists, checked in `read_cells`."""
+        return ("text", "label") if self.pretokenized else ()
 
     def tag_scheme(self, labels: list[Any]) -> str | None:
         """The tag scheme of raw label cells, for tasks that tag words; None otherwise."""

@@ -2,20 +2,23 @@
 
 The model is `AutoModelForCausalLM`; its output layer is pretrained (and often tied to the
 embeddings), so no head is new. Targets are the input ids, with padding and each row's
-prompt masked out (-100), so a prompt + completion row trains on its completion only.
+prompt masked out (-100), so a prompt + completion row trains on its completion only, EOS
+included (`ftpipe.data.completions` writes the rows).
 Metrics: mean token loss and perplexity; checkpoints are selected by loss.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens
+from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens, pad_targets
+from ftpipe.tasks.cells import Cells
+from ftpipe.tasks.chat import canonical, read_conversation
 from ftpipe.tasks.labels import LabelMap
 
 
@@ -28,8 +31,11 @@ def lm_metrics(loss_sum: float, tokens: int) -> dict[str, float]:
 def lm_targets(rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token targets: the input ids, with padding and each row's prompt masked out.
 
-    The model shifts labels by one itself; -100 positions add nothing to the loss.
+    Conversations carry their own per-token targets (the assistant turns). The model shifts
+    labels by one itself; -100 positions add nothing to the loss.
     """
+    if rows.token_labels is not None:
+        return pad_targets(rows.token_labels, index, tensors["input_ids"].shape[1])
     labels = tensors["input_ids"].masked_fill(tensors["attention_mask"] == 0, -100)
     if rows.prompt_lengths is not None:
         positions = torch.arange(labels.size(1))
@@ -78,12 +84,49 @@ class CausalLM(Task):
     metrics: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False}
     default_metric: ClassVar[str] = "loss"
     counts_tokens: ClassVar[bool] = True
+    ends_completions: ClassVar[bool] = True
+    prep_layout: ClassVar[int] = 2  # 2: completions end with EOS, prompts trimmed first
+
+    def read_cells(
+        self,
+        texts: list[Any],
+        labels: list[Any] | None,
+        locations: list[str],
+        lines: list[int] | None,
+        config: Any,
+    ) -> Cells:
+        """Texts, or with `data.messages_column` conversations in their canonical form."""
+        if config.messages_column is None:
+            return super().read_cells(texts, labels, locations, lines, config)
+        read = Cells([], [""] * len(texts), {})
+        for i, cell in enumerate(texts):
+            messages = read_conversation(cell)
+            if isinstance(messages, str):
+                read.problems[i] = ("bad_conversation", f"{locations[i]}: {messages}")
+                messages = []
+            read.texts.append(canonical(messages))
+        return read
+
+    def text_of(self, cell: Any) -> str:
+        """A valid row's text, or its conversation's canonical form."""
+        if isinstance(cell, list):
+            messages = read_conversation(cell)
+            assert not isinstance(messages, str), messages
+            return canonical(messages)
+        return super().text_of(cell)
+
+    def list_cells(self, config: Any) -> tuple[str, ...]:
+        """A conversation's text cell is a list, read in `read_cells`."""
+        return ("text",) if config.messages_column is not None else ()
 
     def prep_columns(self, tokens: Tokens) -> dict[str, pa.Array]:
         """Where each row's completion starts: everything before it is prompt, not target.
 
-        Decoders take no token types, so none are written.
+        A conversation's targets are per token instead (its assistant turns). Decoders take no
+        token types, so none are written.
         """
+        if tokens.targets is not None:
+            return {"token_labels": pa.array(tokens.targets, pa.list_(pa.int32()))}
         if tokens.second_starts is None:
             return {}
         return {"prompt_length": pa.array(tokens.second_starts, pa.int32())}

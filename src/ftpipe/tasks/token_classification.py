@@ -35,6 +35,7 @@ from ftpipe.tasks.base import (
     RowView,
     ServingTask,
     Tokens,
+    pad_targets,
 )
 from ftpipe.tasks.entities import detect_scheme, entity_types, repair, to_iob2
 from ftpipe.tasks.labels import LabelMap
@@ -219,11 +220,7 @@ class TokenClassification(ServingTask):
         The width is that of the batch's token ids, or of its cached per-token features.
         """
         width = tensors["input_ids" if "input_ids" in tensors else "features"].shape[1]
-        labels = torch.full((len(index), width), -100, dtype=torch.long)
-        for j, row in enumerate(index.tolist()):
-            values = rows.token_labels[row]
-            labels[j, : len(values)] = torch.as_tensor(values, dtype=torch.long)
-        return labels
+        return pad_targets(rows.token_labels, index, width)
 
     def evaluator(self, rows: Rows, labels: LabelMap | None) -> Evaluator:
         """Gathers each scored word's prediction, then scores entities sentence by sentence."""

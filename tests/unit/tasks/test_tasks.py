@@ -48,7 +48,9 @@ def test_padding_is_right_padding_with_a_mask():
 
 
 def test_language_model_targets_mask_padding_and_the_prompt():
-    rows = SimpleNamespace(labels=np.zeros(2, dtype=np.int64), prompt_lengths=np.array([2, 1]))
+    rows = SimpleNamespace(
+        labels=np.zeros(2, dtype=np.int64), prompt_lengths=np.array([2, 1]), token_labels=None
+    )
     ids, mask = pad_rows([[5, 6, 7], [8, 9]], pad_id=0)
     targets = get_task("causal-lm").targets(
         rows, np.arange(2), {"input_ids": ids, "attention_mask": mask}
