@@ -15,7 +15,7 @@ CONFIG ?= configs/demo.yaml
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install run compile test test-all lint format lock clean
+.PHONY: install run sft-demo compile test test-all lint format lock clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # the KFP local runner, with local Ray and MLflow on sqlite.
 run: install
 	$(BIN)/ftpipe run --config $(CONFIG)
+
+# Instruction tuning end to end: the demo's tiny Llama is built from a config first.
+sft-demo: install
+	$(BIN)/python examples/sft_demo/build_model.py
+	$(BIN)/ftpipe run --config configs/sft-demo.yaml
 
 # The pipeline's IR YAML for a Kubeflow cluster: generated, never edited by hand.
 compile: install

@@ -15,7 +15,11 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> None:
-    """Per-class metrics, calibration and latency, logged to the training run."""
+    """The task's held-out metrics and latency, logged to the training run.
+
+    Classifiers report per-class metrics and calibration; causal LMs their loss and, in the
+    report, the prompt / reference / generation table.
+    """
     import json
     from pathlib import Path
 
@@ -37,5 +41,8 @@ def evaluate(
     for key, value in sorted(found.metrics.items()):
         metrics.log_metric(key, float(value))
         lines.append(f"| {key} | {value:.4f} |")
+    generations = Path(evaluation.path) / "generations.md"  # a causal LM's answers
+    if generations.is_file():
+        lines += ["", "## Generations", "", generations.read_text()]
     Path(report.path).write_text("\n".join(lines) + "\n")
     Path(metrics.path).write_text(json.dumps(found.metrics))  # what KFP's cache checks exists

@@ -144,3 +144,21 @@ def ner_trained(tmp_path_factory: pytest.TempPathFactory):
     })  # fmt: skip
     run_prep(config)
     return config, train_local(config).model_dir, tmp
+
+
+@pytest.fixture(scope="session")
+def lm_chat_trained(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny Llama tuned on ticket-routing conversations: (config, training outcome)."""
+    from tests.lm_helpers import chat_lm_dir, trained
+
+    base = chat_lm_dir(tmp_path_factory.mktemp("chat-lm"))
+    return trained(tmp_path_factory.mktemp("lm-chat-run"), base, chat=True)
+
+
+@pytest.fixture(scope="session")
+def lm_completion_trained(tmp_path_factory: pytest.TempPathFactory):
+    """The same tiny Llama tuned on the tickets as prompt + completion: (config, outcome)."""
+    from tests.lm_helpers import chat_lm_dir, trained
+
+    base = chat_lm_dir(tmp_path_factory.mktemp("completion-lm"))
+    return trained(tmp_path_factory.mktemp("lm-completion-run"), base, chat=False)

@@ -70,6 +70,20 @@ WORDS = {
 }
 
 
+def prep_lm_rows(
+    tmp_path: Path, model_dir: Path, rows: list[dict[str, Any]], name: str, **data: Any
+) -> subprocess.CompletedProcess:
+    """Run `ftpipe prep` on causal-LM `rows` (written to `name`) with the `data` keys given."""
+    config = {
+        "data": {"train": str(write_jsonl(tmp_path / name, rows)), "task": "causal-lm",
+                 "output_dir": str(tmp_path / "prep"), **data},
+        "model": {"name": str(model_dir)},
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return ftpipe("prep", "--config", str(path))
+
+
 def separable_rows(n_per_class: int, seed: int = 0) -> list[list[str]]:
     """Rows whose words give the label away: a frozen probe separates them easily."""
     rng = np.random.default_rng(seed)

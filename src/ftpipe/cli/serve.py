@@ -37,7 +37,10 @@ RunId = Annotated[
 def evaluate(
     config: ConfigOption, overrides: Overrides = None, model: ModelRef = None, run_id: RunId = None
 ) -> None:
-    """Score a model on the held-out split: per-class metrics, calibration, confusion matrix."""
+    """Score a model on the held-out split: per-class metrics, calibration, confusion matrix.
+
+    Causal LMs: loss, perplexity, and exact match and ROUGE-L of generated answers.
+    """
     from ftpipe.stages import evaluate as stage
 
     result = stage.run(load_checked_config(config, overrides or []), model, run_id)
@@ -47,7 +50,7 @@ def evaluate(
         title=f"evaluate: {ref} on {evaluation.rows:,} rows of the {evaluation.split} split"
     )
     table.add_column(result.report_unit)
-    for column in ("precision", "recall", "F1"):
+    for column in result.report_columns:
         table.add_column(column, justify="right")
     for row in result.report_rows:
         table.add_row(*row)
@@ -179,6 +182,28 @@ def promote(
     out.print(f"Reason: {decision.reason}")
 
 
+Prompts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--prompt",
+        "-p",
+        help="A prompt for a causal LM to answer (repeatable); one prompt streams its answer "
+        "as it is generated.",
+        show_default=False,
+    ),
+]
+GenerationConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="A run config whose `generate` section sets how a causal LM generates. Default: "
+        "the settings the model was trained with.",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def predict(
     model: Annotated[
@@ -208,6 +233,8 @@ def predict(
         list[str] | None,
         typer.Option("--text-pair", help="Second texts, for pair models.", show_default=False),
     ] = None,
+    prompt: Prompts = None,
+    config: GenerationConfig = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -232,18 +259,27 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Labels and class probabilities for a file or for texts given on the command line."""
+    """Predictions for a file or for texts given on the command line.
+
+    Classifiers give labels and class probabilities, taggers entities, and causal LMs the
+    generated answer to each prompt (`--prompt`, or a file's text or `messages` column).
+    """
     from ftpipe.stages import predict as stage
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    result = stage.run(model, input_file, text or (), text_pair or (), output, text_column,
-                       pair_column, batch_size, uri)  # fmt: skip
+    generation = load_checked_config(config, []).generate if config is not None else None
+    texts = [*(text or ()), *(prompt or ())]
+    streamed = prompt is not None and len(texts) == 1 and input_file is None
+    result = stage.run(model, input_file, texts, text_pair or (), output, text_column,
+                       pair_column, batch_size, uri, generation, streamed)  # fmt: skip
+    if streamed and result.frame is not None and "generated" in result.frame:
+        return  # the answer was printed as it was generated
     if result.frame is not None:
         frame = result.frame
         table = Table()
         for column in ("text", *frame.columns):
             table.add_column(column, justify="left" if column in ("text", "label") else "right")
-        for given, row in zip(text, frame.itertuples(index=False), strict=True):
+        for given, row in zip(texts, frame.itertuples(index=False), strict=True):
             table.add_row(given, row[0], *(f"{p:.4f}" for p in row[1:]))
         out.print(table)
         return

@@ -26,6 +26,8 @@ class StrategyRules:
             gives its trials more training before the first cut.
         merge_refusal: Why `strategy.merge_adapter: true` is refused: its adapter cannot be
             folded into the base weights (empty: it can, or there is no adapter).
+        packs: `data.packing` applies to it (virtual tokens extend a 2D attention mask, and a
+            packed batch carries a 4D one).
     """
 
     max_zero_stage: int = 3
@@ -37,6 +39,7 @@ class StrategyRules:
     needs_new_head: bool = False
     slow_start: bool = False
     merge_refusal: str = ""
+    packs: bool = True
 
 
 _PROMPT_LEARNING = StrategyRules(
@@ -48,13 +51,28 @@ _PROMPT_LEARNING = StrategyRules(
     slow_start=True,
     merge_refusal="prompt learning adds virtual tokens, not weight deltas, so there is nothing "
     "to fold into the base weights: the export keeps the adapter",
+    packs=False,
 )
 
 RULES: dict[str, StrategyRules] = {
     "lora": StrategyRules(slow_start=True),
     "ia3": StrategyRules(slow_start=True),
-    # PEFT's prefix tuning feeds past key values, which gradient checkpointing cannot recompute.
+    "qlora": StrategyRules(
+        # Each rank loads the whole 4-bit base onto its GPU; ZeRO-3 would partition parameters
+        # that bitsandbytes packs and unpacks itself.
+        max_zero_stage=2,
+        zero_reason="its 4-bit base weights are loaded whole on each GPU, and ZeRO-3 cannot "
+        "partition bitsandbytes' packed weights",
+        zero_fix="train.zero_stage=2 (or lower), or strategy.name=lora",
+        slow_start=True,
+        merge_refusal="its base weights are 4-bit, so merging would round the trained update "
+        "into them and the merged model would need bitsandbytes and a GPU to load: the export "
+        "keeps the adapter, which loads onto the full-precision base",
+    ),
+    # PEFT's prefix tuning feeds past key values, which gradient checkpointing cannot recompute;
+    # p-tuning v2 is prefix tuning with projected prompts.
     "prefix": replace(_PROMPT_LEARNING, gradient_checkpointing=False),
+    "p-tuning-v2": replace(_PROMPT_LEARNING, gradient_checkpointing=False),
     "p-tuning": _PROMPT_LEARNING,
     "prompt-tuning": _PROMPT_LEARNING,
     "gradual-unfreezing": StrategyRules(
@@ -103,6 +121,17 @@ def merge_problem(strategy: str, merge_adapter: bool | None) -> str | None:
     return (
         f"strategy.merge_adapter=true cannot apply to strategy.name={strategy}: {refusal}. "
         "Leave strategy.merge_adapter unset (or false)."
+    )
+
+
+def packing_problem(strategy: str, packing: bool) -> str | None:
+    """Why `data.packing` cannot apply to `strategy`, or None if it can."""
+    if not packing or rules_for(strategy).packs:
+        return None
+    return (
+        f"data.packing=true cannot apply to strategy.name={strategy}: its virtual tokens are "
+        "prepended to each sequence, and packed rows need a block mask of their own. Set "
+        "data.packing=false, or use strategy.name=lora."
     )
 
 

@@ -348,6 +348,10 @@ class EvaluateConfig(Section):
     """Single-row requests timed for the p95 latency that `promote.max_latency_ms` checks;
     0 skips the measurement."""
 
+    generate_rows: int = Field(default=32, ge=0)
+    """Causal LMs: held-out prompts answered by generation (`generate`) and scored by exact
+    match and ROUGE-L against the reference; 0 scores loss and perplexity only."""
+
     output_dir: str = "outputs/evaluate"
     """Where metrics.json, predictions.parquet, confusion_matrix.png and evaluation.json go."""
 

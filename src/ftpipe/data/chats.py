@@ -2,13 +2,14 @@
 
 A conversation (`ftpipe.tasks.chat`) is rendered with a Jinja chat template: the tokenizer's
 own (`data.chat_template: auto`), one shipped here (`chatml`, `llama3`, `plain`), or a `.jinja`
-file. The loss covers the assistant turns only, and the mask comes from the rendered token
-ids, not from string offsets: for each assistant turn, the conversation before it (with the
-generation prompt) and the conversation up to it are rendered and encoded, both must be token
-prefixes of the whole, and the turn is the tokens between them, through its EOS. The tokens a
-template writes after the EOS (a newline) are not the answer and are not trained. A template
-that does not end an assistant turn with the tokenizer's EOS is refused: the model would never
-learn to stop. The shipped templates end each assistant turn with `eos_token`.
+file. The loss covers the assistant turns only (every token with `data.train_on: all`), and
+the mask comes from the rendered token ids, not from string offsets: for each assistant turn,
+the conversation before it (with the generation prompt) and the conversation up to it are
+rendered and encoded, both must be token prefixes of the whole, and the turn is the tokens
+between them, through its EOS. The tokens a template writes after the EOS (a newline) are not
+the answer and are not trained. A template that does not end an assistant turn with the
+tokenizer's EOS is refused: the model would never learn to stop. The shipped templates end each
+assistant turn with `eos_token`.
 
 Truncation follows the rule for completions (`ftpipe.data.completions`): the conversation loses
 tokens from the left first (its leading special tokens kept), the last assistant turn last.
@@ -70,6 +71,7 @@ class ChatRenderer:
                 "whose tokenizer_config.json sets eos_token."
             )
         self.eos_id = int(self.tokenizer.eos_token_id)
+        self.train_all = data.train_on == "all"  # every token, not only the assistant turns
         added = self.tokenizer.backend_tokenizer.get_added_tokens_decoder()
         self.specials = set(self.tokenizer.all_special_ids) | {
             i for i, token in added.items() if token.special
@@ -110,6 +112,10 @@ class ChatRenderer:
             trained[len(before) : end] = [True] * (end - len(before))
         return ids, trained
 
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The conversation so far, rendered up to the assistant's turn (generation prompt)."""
+        return self._ids(messages, True)
+
     def _ids(self, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
         text = self.tokenizer.apply_chat_template(
             messages, chat_template=self.template, tokenize=False,
@@ -133,8 +139,8 @@ def tokenize_chats(renderer: ChatRenderer, texts: list[str], max_length: int) ->
     """Encode canonical conversations (`ftpipe.tasks.chat.canonical`), at most `max_length` each.
 
     Returns:
-        Token ids with `targets` (the ids the loss covers, -100 elsewhere) and the rows
-        trimmed and cut counted.
+        Token ids with `targets` (the ids the loss covers, -100 elsewhere: the assistant
+        turns, or every token with `data.train_on: all`) and the rows trimmed and cut counted.
     """
     backend = renderer.tokenizer.backend_tokenizer
     input_ids, targets = [], []
@@ -151,6 +157,8 @@ def tokenize_chats(renderer: ChatRenderer, texts: list[str], max_length: int) ->
         ids, trained, was_trimmed, was_cut = _fit_conversation(ids, trained, renderer, max_length)
         trimmed, cut = trimmed + was_trimmed, cut + was_cut
         input_ids.append(ids)
+        if renderer.train_all:  # the mask still placed the cut; now every token trains
+            trained = [True] * len(ids)
         targets.append([i if t else -100 for i, t in zip(ids, trained, strict=True)])
     return Tokenized(
         input_ids=input_ids, token_type_ids=None, second_starts=None, lengths=lengths,

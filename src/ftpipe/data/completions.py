@@ -54,6 +54,7 @@ def tokenize_completions(
     max_length: int,
     eos_id: int,
     desc: str = "tokenize",
+    train_prompt: bool = False,
 ) -> Tokenized:
     """Encode prompt + completion + EOS rows, at most `max_length` tokens each.
 
@@ -64,10 +65,12 @@ def tokenize_completions(
         max_length: Longest allowed row, special tokens and EOS included.
         eos_id: The id that ends each completion (`end_of_text_id`).
         desc: Progress-bar label.
+        train_prompt: Train on the prompt too (`data.train_on: all`): no token is masked.
 
     Returns:
         Token ids with `second_starts` holding each row's prompt length (where its completion
-        starts), and the rows trimmed and cut counted.
+        starts; 0 with `train_prompt`, so nothing is masked), and the rows trimmed and cut
+        counted.
 
     Raises:
         DataError: If `max_length` leaves no room for a completion token after the special
@@ -84,7 +87,7 @@ def tokenize_completions(
                 completions[start : start + CHUNK_ROWS], add_special_tokens=False
             )
             for offset, (head, tail) in enumerate(zip(heads, tails, strict=True)):
-                prompt, target = _split_specials(head), [*tail.ids, eos_id]
+                prompt, target = split_specials(head), [*tail.ids, eos_id]
                 lengths[start + offset] = sum(map(len, prompt)) + len(target)
                 pieces += len(head.ids) - sum(head.special_tokens_mask) + len(tail.ids)
                 words += count_words(head) + count_words(tail)
@@ -93,7 +96,7 @@ def tokenize_completions(
                 prompt, target, was_trimmed, was_cut = fit_row(prompt, target, max_length)
                 trimmed, cut = trimmed + was_trimmed, cut + was_cut
                 input_ids.append(prompt + target)
-                starts.append(len(prompt))
+                starts.append(0 if train_prompt else len(prompt))
             bar.update(len(heads))
     return Tokenized(
         input_ids=input_ids, token_type_ids=None, second_starts=starts, lengths=lengths,
@@ -101,7 +104,7 @@ def tokenize_completions(
     )  # fmt: skip
 
 
-def _split_specials(encoding: Encoding) -> tuple[list[int], list[int], list[int]]:
+def split_specials(encoding: Encoding) -> tuple[list[int], list[int], list[int]]:
     """The prompt's leading special tokens, its text's tokens, and its trailing special tokens."""
     ids, special = encoding.ids, encoding.special_tokens_mask
     first = next((i for i, s in enumerate(special) if not s), len(ids))

@@ -15,9 +15,10 @@ from typing import Any
 from ftpipe.config.schema import Config, canonical_json
 from ftpipe.tasks import get_task
 
-IGNORED_DATA_KEYS = ("train", "eval", "test", "output_dir", "min_rows_per_class")
+IGNORED_DATA_KEYS = ("train", "eval", "test", "output_dir", "min_rows_per_class", "packing")
 """Data keys that change no output: `train`, `eval`, `test` and `output_dir` name places (the
-inputs count by their bytes instead), and `min_rows_per_class` only sets when prep warns."""
+inputs count by their bytes instead), `min_rows_per_class` only sets when prep warns, and
+`packing` how training batches the prepared rows."""
 
 COVERED_WHEN_SET = {
     "test_fraction": 0.0,
@@ -27,6 +28,9 @@ COVERED_WHEN_SET = {
     "label_all_subwords": False,
     "messages_column": None,
     "chat_template": "auto",
+    "instruction_column": None,
+    "input_column": "input",
+    "train_on": "auto",
 }
 """Data keys added after fingerprints were first recorded, with their defaults: the identity
 covers one only when it differs from its default, so data prepared without it keeps its

@@ -30,6 +30,7 @@ from ftpipe.data.validate import (
     short,
 )
 from ftpipe.tasks import LabelMap, Task, get_task, text_value
+from ftpipe.tasks.alpaca import PROMPT_COLUMN, cell_problem
 
 SCHEME_ROWS = 2000
 """Rows whose raw labels the tag scheme is detected on."""
@@ -60,7 +61,8 @@ class Index:
         groups: Per row, a small integer standing for its key within this input (int64):
             equal keys, equal groups. Integers sort much faster than keys.
         unit: "line" or "row", for locations.
-        text_column: The column the texts are in.
+        text_column: The column the texts are in (Alpaca rows: their rendered prompts, the
+            column `ftpipe.tasks.alpaca.PROMPT_COLUMN` the reader adds).
         pair_column: The column the second texts are in, or None.
         task: The task that read the rows (it reads a text cell back as text).
         dropped: Rows dropped so far, by kind.
@@ -140,11 +142,17 @@ class Scan:
         self.repaired = 0
         self.scheme_sample: list = []
         second = getattr(config, task.second_text_key)  # a pair's second text, or a completion
-        self.wanted = {"text": (config.text_column, "data.text_column")}
+        # Alpaca rows: the instruction is the text, the output the completion, and the input
+        # an optional third column; the text trained on is the prompt the reader rendered.
+        self.alpaca = config.instruction_column is not None
+        text_key = "data.instruction_column" if self.alpaca else "data.text_column"
+        self.wanted = {"text": (config.text_column, text_key)}
         if second is not None:
             self.wanted["pair"] = (second, f"data.{task.second_text_key}")
         if task.labelled:
             self.wanted["label"] = (config.label_column, "data.label_column")
+        if self.alpaca:
+            self.wanted["input"] = (config.input_column, "data.input_column")
         self.resolved: dict[str, str | None] = dict.fromkeys(self.wanted)
         self.names: dict[str, None] = {}
         self.rows, self.unit = 0, "line"
@@ -155,7 +163,7 @@ class Scan:
 
     def add(self, table: Table) -> None:
         """Check one batch; keep its valid rows in the index."""
-        self.names.update(dict.fromkeys(table.columns))
+        self.names.update(dict.fromkeys(c for c in table.columns if c != PROMPT_COLUMN))
         self.rows += len(table)
         self.unit = table.unit
         used: dict[str, str] = {}
@@ -176,13 +184,16 @@ class Scan:
         self.repaired += cells.repaired
         if self.task.pretokenized and len(self.scheme_sample) < SCHEME_ROWS:
             self.scheme_sample += columns[used["label"]][: SCHEME_ROWS - len(self.scheme_sample)]
+        texts, problems = cells.texts, cells.problems
+        if self.alpaca:
+            texts, problems = table.columns[PROMPT_COLUMN], _alpaca_problems(table, used, columns)
         batch = Examples(
             source=self.source,
-            texts=cells.texts,
+            texts=texts,
             pairs=[text_value(v) for v in columns[used["pair"]]] if "pair" in used else None,
             labels=cells.labels,
             locations=table.locations,
-            problems=cells.problems,
+            problems=problems,
             lines=lines,
         )
         view = replace(table, columns=columns)
@@ -216,7 +227,7 @@ class Scan:
         if not self.rows:
             raise no_rows(self.source)
         for role, (wanted, key) in self.wanted.items():
-            if self.resolved[role] is None:
+            if self.resolved[role] is None and role != "input":  # Alpaca's input is optional
                 resolve_column(self.source, list(self.names), wanted, key, strict=True)
         refuse_label_variants(self.source, self.variants, self.known_from)
         policy = self.config.on_error
@@ -231,7 +242,7 @@ class Scan:
             keys=keys,
             groups=np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64),
             unit=self.unit,
-            text_column=str(self.resolved["text"]),
+            text_column=PROMPT_COLUMN if self.alpaca else str(self.resolved["text"]),
             pair_column=self.resolved.get("pair"),
             task=self.task,
             dropped=dropped,
@@ -242,6 +253,19 @@ class Scan:
         if self.config.duplicates != "keep":
             index = _drop_duplicates(index, self.config.duplicates, reread)
         return index
+
+
+def _alpaca_problems(
+    table: Table, used: dict[str, str], columns: dict[str, list]
+) -> dict[int, tuple[str, str]]:
+    """By row, why an Alpaca row's instruction, input and output cells cannot be trained on."""
+    names = (used["text"], used["input"], used["pair"])
+    instructions, inputs, outputs = (columns[name] for name in names)
+    problems = {}
+    for i, where in enumerate(table.locations):
+        if problem := cell_problem((instructions[i], inputs[i], outputs[i]), names, where):
+            problems[i] = problem
+    return problems
 
 
 def texts_at(index: Index, rows: list[int], reread: Reread) -> dict[int, str]:

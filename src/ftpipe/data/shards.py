@@ -19,7 +19,7 @@ from ftpipe.data.chats import ChatRenderer, tokenize_chats
 from ftpipe.data.completions import tokenize_completions
 from ftpipe.data.scan import Index
 from ftpipe.data.sources import Stream
-from ftpipe.data.tokenize import TokenCounts, tokenize
+from ftpipe.data.tokenize import TokenCounts, Tokenized, tokenize
 from ftpipe.data.words import tokenize_words
 from ftpipe.errors import DataError
 from ftpipe.tasks import LabelMap, Task, text_value
@@ -93,16 +93,10 @@ class ShardWriter:
         self, texts: list[str], pairs: list[str] | None, labels: list[str], locations: list[str]
     ) -> dict[str, pa.Array]:
         """One model row per input row: its text(s), label id, token ids and task columns."""
-        data, desc = self.config, f"tokenize {self.directory.name}"
-        if self.chats is not None:
-            tokens = tokenize_chats(self.chats, texts, data.max_length)
-        elif pairs is not None and self.task.ends_completions:
-            assert self.eos_id is not None
-            tokens = tokenize_completions(
-                self.tokenizer, texts, pairs, data.max_length, self.eos_id, desc
-            )
-        else:
-            tokens = tokenize(self.tokenizer, texts, pairs, data.max_length, desc)
+        tokens = encode_rows(
+            self.tokenizer, self.task, self.config.max_length, texts, pairs, self.eos_id,
+            self.chats, f"tokenize {self.directory.name}", self.config.train_on == "all",
+        )  # fmt: skip
         self.counts.add(tokens)
         columns: dict[str, pa.Array] = {"text": pa.array(texts, pa.string())}
         if pairs is not None:
@@ -140,6 +134,41 @@ class ShardWriter:
         }
         self.sentences += len(texts)
         return columns
+
+
+def encode_rows(
+    tokenizer: Tokenizer,
+    task: Task,
+    max_length: int,
+    texts: list[str],
+    pairs: list[str] | None,
+    eos_id: int | None = None,
+    chats: ChatRenderer | None = None,
+    desc: str = "tokenize",
+    train_prompt: bool = False,
+) -> Tokenized:
+    """Token ids (and the task's per-row token columns) of rows, as prep writes them.
+
+    Evaluate re-tokenizes a causal LM's held-out rows with this, so a held-out loss is over
+    exactly the tokens and targets training saw.
+
+    Args:
+        tokenizer: An untruncated, unpadded tokenizer (`ftpipe.data.tokenize.load_tokenizer`).
+        task: The task (a completion is tokenized apart from its prompt and ended with EOS).
+        max_length: Longest row, special tokens included.
+        texts: Texts, prompts, or canonical conversations (with `chats`).
+        pairs: Second texts (a pair's, or completions), or None.
+        eos_id: What ends a completion, for tasks that end them.
+        chats: The renderer of conversations, when rows are conversations.
+        desc: Progress-bar label.
+        train_prompt: Train on a completion's prompt too (`data.train_on: all`).
+    """
+    if chats is not None:
+        return tokenize_chats(chats, texts, max_length)
+    if pairs is not None and task.ends_completions:
+        assert eos_id is not None
+        return tokenize_completions(tokenizer, texts, pairs, max_length, eos_id, desc, train_prompt)
+    return tokenize(tokenizer, texts, pairs, max_length, desc)
 
 
 def write_rows(stream: Stream, splits: dict[str, Index], writers: dict[str, ShardWriter]) -> None:

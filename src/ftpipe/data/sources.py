@@ -22,6 +22,7 @@ import lzma
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -35,7 +36,9 @@ from ftpipe.data.parse import (
     delimited_batches,
     jsonl_batches,
 )
+from ftpipe.data.validate import resolve_column
 from ftpipe.errors import DataError, reason
+from ftpipe.tasks.alpaca import PROMPT_COLUMN, prompts
 
 HF_PREFIX = "hf:"
 FORMATS = {
@@ -70,10 +73,33 @@ class Stream:
     def batches(self) -> Iterator[Table]:
         """Yield the input's rows in batches, in file order; every call reads it again.
 
+        Alpaca rows (`data.instruction_column`) also carry their rendered prompt, in the
+        column `ftpipe.tasks.alpaca.PROMPT_COLUMN`.
+
         Raises:
             DataError: If the input is missing, unreadable, corrupt, binary, or of an unknown
                 format.
         """
+        if self.config.instruction_column is None:
+            yield from self._read()
+            return
+        names: dict[str, None] = {}  # JSONL batches may differ in keys: resolve on them all
+        for table in self._read():
+            names.update(dict.fromkeys(table.columns))
+            yield self._with_prompts(table, list(names))
+
+    def _with_prompts(self, table: Table, names: list[str]) -> Table:
+        """The table plus each row's Alpaca prompt, from its instruction and input cells."""
+        data, rows = self.config, len(table)
+        cells = []
+        for wanted, key in ((data.instruction_column, "data.instruction_column"),
+                            (data.input_column, "data.input_column")):  # fmt: skip
+            name = resolve_column(self.source, names, wanted, key)
+            cells.append(table.columns[name] if name in table.columns else [None] * rows)
+        return replace(table, columns={**table.columns, PROMPT_COLUMN: prompts(*cells)})
+
+    def _read(self) -> Iterator[Table]:
+        """The input's rows as read, in batches (see `batches`)."""
         if self.source.startswith(HF_PREFIX):
             yield from self._hf_batches()
             return

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ftpipe.config.schema import DataConfig
-from ftpipe.data.sources import Table
+from ftpipe.data.parse import Table
 from ftpipe.errors import DataError
 from ftpipe.tasks import SCALARS, RowView, Task, get_task
 

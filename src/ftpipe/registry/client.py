@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -142,6 +143,19 @@ def scoped_mlflow(uri: str, experiment_id: str | None = None) -> Iterator[None]:
                     os.environ[name] = value
 
 
+def artifact_root(client: MlflowClient) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: `mlruns/` beside the file.
+
+    MLflow's own default is `./mlruns` in the working directory, which for a store elsewhere
+    (a test's, a pipeline's) scatters its artifacts into whatever directory the command ran
+    in. None for other stores: a server decides its artifact root itself.
+    """
+    uri = client.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created if missing (safe when processes race to create)."""
 
@@ -150,7 +164,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=artifact_root(client))
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -10,26 +10,33 @@ The rows should be prep's test split. On eval, which also selected the model (th
 trial, training's best checkpoint), the interval is optimistic, and the decision says so
 (`Decision.optimistic`, `OPTIMISTIC` in its reason).
 
-One set of rules serves two kinds of prediction. A classifier's rows are labelled rows; a
-sample's accuracy or macro-F1 comes from its confusion matrix, for all samples at once from one
-`bincount` over (sample, label, prediction) codes. A named-entity model's rows are sentences
-(`Scored.counts`, from `ftpipe.tasks.entities.sentence_counts`); the sentence is the resampled
-unit, a sample's entity micro-F1 comes from its sentences' span counts summed (`W @ counts`,
-W[sample, sentence] how often the sample drew it), and the per-class F1 rule guards each type.
+One set of rules serves three kinds of prediction (`Scored`), resampled as
+`ftpipe.registry.resample` describes: a classifier's labelled rows, a named-entity model's
+per-sentence span counts (the sentence is the resampled unit, and the per-class F1 rule guards
+each entity type), and a causal LM's per-row (numerator, denominator) sums of a mean metric
+(summed token loss over target tokens, which a challenger must lower; exact match or ROUGE-L).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-Metric = Literal["accuracy", "macro_f1", "entity_f1"]
+from ftpipe.registry.resample import count_bootstrap, label_bootstrap, ratio
+
+Metric = Literal["accuracy", "macro_f1", "entity_f1", "loss", "exact_match", "rouge_l"]
 
 ENTITY_METRICS = ("entity_f1",)
-"""Metrics computed from entity counts (`Scored.counts`); the others need per-row labels."""
+"""Metrics computed from entity counts (`Scored.counts`)."""
+
+MEAN_METRICS = ("loss", "exact_match", "rouge_l")
+"""Metrics computed from per-row (numerator, denominator) sums (`Scored.sums`)."""
+
+LOWER_IS_BETTER = ("loss",)
+"""Metrics a challenger must lower: the gate compares them with their sign turned."""
 
 OPTIMISTIC = (
     "The interval is optimistic: the eval split it was computed on also selected the model (the "
@@ -38,9 +45,6 @@ OPTIMISTIC = (
     "means what it says."
 )
 """Said by a decision made on the eval split, in its reason and in the log."""
-
-_CHUNK_CELLS = 4_000_000
-"""Row indices drawn per chunk of bootstrap samples (bounds each chunk's arrays at ~32 MB)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,9 @@ class Policy:
 class Scored:
     """One model's predictions on the held-out set, plus what the budgets check.
 
-    Either per-row labels (a classifier) or per-sentence entity counts (a named-entity model,
-    built with `Scored.entities`, whose `labels` and `predicted` are empty).
+    Per-row labels (a classifier), per-sentence entity counts (a named-entity model, built
+    with `Scored.entities`), or per-row (numerator, denominator) sums (a causal LM, built with
+    `Scored.means`); with counts or sums, `labels` and `predicted` are empty.
 
     Attributes:
         labels: True label ids, one per row; empty with `counts`.
@@ -85,7 +90,8 @@ class Scored:
         latency_ms: p95 single-row latency, if measured.
         size_mb: Model size on disk, if measured.
         counts: Entity counts [sentences, types, 3] of (true positives, predicted spans, gold
-            spans) per sentence and type; None for a classifier.
+            spans) per sentence and type; None otherwise.
+        sums: Per row, (numerator, denominator) of a mean metric [rows, 2]; None otherwise.
 
     Raises:
         ValueError: If `counts` is not shaped [sentences, len(names), 3], or comes with labels.
@@ -97,8 +103,11 @@ class Scored:
     latency_ms: float | None = None
     size_mb: float | None = None
     counts: np.ndarray | None = None
+    sums: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.sums is not None and np.shape(self.sums)[1:] != (2,):
+            raise ValueError(f"Sums have shape {np.shape(self.sums)}, not (rows, 2).")
         if self.counts is None:
             return
         shape = np.shape(self.counts)
@@ -124,6 +133,21 @@ class Scored:
         """
         empty = np.empty(0, dtype=np.int64)
         return cls(empty, empty, tuple(types), latency_ms, size_mb, np.asarray(counts))
+
+    @classmethod
+    def means(
+        cls, sums: np.ndarray, latency_ms: float | None = None, size_mb: float | None = None
+    ) -> Scored:
+        """A model's per-row (numerator, denominator) sums of a mean metric (a causal LM's).
+
+        Args:
+            sums: [rows, 2]: a row's summed token loss and its target tokens, or its exact
+                match (or ROUGE-L) and 1, or (0, 0) for a row the metric does not cover.
+            latency_ms: p95 single-row latency, if measured.
+            size_mb: Model size on disk, if measured.
+        """
+        empty = np.empty(0, dtype=np.int64)
+        return cls(empty, empty, (), latency_ms, size_mb, None, np.asarray(sums, np.float64))
 
 
 @dataclass(frozen=True)
@@ -203,62 +227,25 @@ def span_f1(counts: np.ndarray) -> np.ndarray:
     return np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
 
 
-def _resamples(n: int, samples: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first sample, drawn row indices [k, n]) per chunk: every bootstrap draws rows here."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    for start in range(0, samples, chunk):
-        yield start, rng.integers(0, n, size=(min(chunk, samples - start), n))
-
-
 def bootstrap(
-    labels: np.ndarray,
-    predictions: list[np.ndarray],
-    classes: int,
-    metric: Metric,
-    samples: int,
-    seed: int,
-) -> np.ndarray:
-    """The metric of each model on each bootstrap sample: [samples, models].
-
-    Every model is scored on the same resampled rows (a paired bootstrap).
-    """
-    codes = [labels.astype(np.int64) * classes + p.astype(np.int64) for p in predictions]
-    cells = classes * classes
-    out = np.empty((samples, len(predictions)))
-    for start, rows in _resamples(len(labels), samples, seed):
-        k = len(rows)
-        offsets = (np.arange(k) * cells)[:, None]
-        for m, code in enumerate(codes):
-            counts = np.bincount((code[rows] + offsets).ravel(), minlength=k * cells)
-            out[start : start + k, m] = metric_value(counts.reshape(k, classes, classes), metric)
-    return out
+    labels: np.ndarray, predictions: list[np.ndarray], classes: int, metric: Metric,
+    samples: int, seed: int,
+) -> np.ndarray:  # fmt: skip
+    """Accuracy or macro-F1 of each model on each bootstrap sample of rows: [samples, models]."""
+    value = lambda matrices: metric_value(matrices, metric)  # noqa: E731
+    return label_bootstrap(labels, predictions, classes, value, samples, seed)
 
 
 def entity_bootstrap(counts: list[np.ndarray], samples: int, seed: int) -> np.ndarray:
     """Entity micro-F1 of each model on each bootstrap sample of sentences: [samples, models].
 
-    Every model is scored on the same resampled sentences (a paired bootstrap), drawn as
-    `bootstrap` draws rows. A sample's counts are its sentences' counts summed, with a
-    sentence drawn twice counted twice: `W @ counts` for all samples of a chunk at once (the
-    counts summed over types first, as micro-F1 needs only the totals).
-
     Args:
-        counts: Each model's counts [sentences, types, 3], on the same sentences in order.
+        counts: Each model's counts [sentences, types, 3], on the same sentences in order
+            (summed over types first: micro-F1 needs only the totals).
         samples: Bootstrap samples.
         seed: Seed of the resampling.
     """
-    n = len(counts[0])
-    tables = [np.asarray(c).sum(axis=1).astype(np.float64) for c in counts]  # [n, 3]
-    out = np.empty((samples, len(counts)))
-    for start, rows in _resamples(n, samples, seed):
-        k = len(rows)
-        rows += (np.arange(k) * n)[:, None]  # (sample, sentence) codes, in place
-        # W[sample, sentence]: how often the sample drew the sentence (float: BLAS matmul).
-        weights = np.bincount(rows.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
-        for m, table in enumerate(tables):
-            out[start : start + k, m] = span_f1(weights @ table)
-    return out
+    return count_bootstrap([np.asarray(c).sum(axis=1) for c in counts], span_f1, samples, seed)
 
 
 def interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -282,8 +269,9 @@ def decide(
 
     Raises:
         ValueError: If the metric does not fit the kind of predictions (`entity_f1` needs
-            entity counts, the others per-row labels), or the champion's predictions are not
-            on the same rows (for entity counts: the same types and gold spans per sentence).
+            entity counts, loss, exact_match and rouge_l per-row sums, the others per-row
+            labels), or the champion's predictions are not on the same rows (for entity
+            counts: the same types and gold spans per sentence).
     """
     models = [challenger] if champion is None else [challenger, champion]
     for scored in models:
@@ -293,56 +281,70 @@ def decide(
     value, mine = _whole_set(challenger, policy.metric)
     budgets, notes = _budgets(challenger, policy)
     draws = _draws(models, policy)
+    # A metric to lower (loss) is compared with its sign turned: "better" is always "above".
+    sign = -1.0 if policy.metric in LOWER_IS_BETTER else 1.0
     if champion is None:
         low, high = interval(draws[:, 0], policy.confidence)
-        checks = {"floor": low >= policy.floor, **budgets}
+        floor = {"floor": low >= policy.floor} if sign > 0 else {}  # a loss has no floor
+        checks = floor | budgets
         detail = (
             f"no champion yet; {policy.metric} {value:.4f}, {policy.confidence:.0%} CI "
-            f"[{low:.4f}, {high:.4f}], floor {policy.floor:.4f}{notes}"
+            f"[{low:.4f}, {high:.4f}]{f', floor {policy.floor:.4f}' if floor else ''}{notes}"
         )
         return Decision(
             all(checks.values()), _reason(checks, detail, split), policy.metric, value, None,
             low, high, {}, checks, split, split != "test",
         )  # fmt: skip
     baseline, theirs = _whole_set(champion, policy.metric)
-    low, high = interval(draws[:, 0] - draws[:, 1], policy.confidence)
+    low, high = interval(sign * (draws[:, 0] - draws[:, 1]), policy.confidence)
     deltas = mine - theirs
     class_deltas = {name: float(d) for name, d in zip(challenger.names, deltas, strict=True)}
-    checks = {
-        "improvement": low > policy.margin,
-        "no_class_collapse": bool(deltas.min() >= -policy.max_class_f1_drop),
-        **budgets,
-    }
-    worst = min(class_deltas, key=class_deltas.__getitem__)
-    unit = "class" if challenger.counts is None else "entity type"
+    checks = {"improvement": low > policy.margin}
+    change = "difference" if sign > 0 else "reduction (champion minus challenger)"
     detail = (
-        f"{policy.metric} {value:.4f} vs champion {baseline:.4f}; difference "
-        f"{policy.confidence:.0%} CI [{low:.4f}, {high:.4f}] against margin {policy.margin:.4f}; "
-        f"largest {unit} F1 drop {-min(class_deltas[worst], 0.0):.4f} ({worst}) against "
-        f"{policy.max_class_f1_drop:.4f}{notes}"
+        f"{policy.metric} {value:.4f} vs champion {baseline:.4f}; {change} "
+        f"{policy.confidence:.0%} CI [{low:.4f}, {high:.4f}] against margin {policy.margin:.4f}"
     )
+    if class_deltas:  # a mean metric has no classes to guard
+        checks["no_class_collapse"] = bool(deltas.min() >= -policy.max_class_f1_drop)
+        worst = min(class_deltas, key=class_deltas.__getitem__)
+        unit = "class" if challenger.counts is None else "entity type"
+        detail += (
+            f"; largest {unit} F1 drop {-min(class_deltas[worst], 0.0):.4f} ({worst}) against "
+            f"{policy.max_class_f1_drop:.4f}"
+        )
+    checks |= budgets
+    detail += notes
     return Decision(
         all(checks.values()), _reason(checks, detail, split), policy.metric, value, baseline,
         low, high, class_deltas, checks, split, split != "test",
     )  # fmt: skip
 
 
+_KINDS = {
+    "labels": ("per-row labels", "accuracy or macro_f1"),
+    "counts": ("entity counts (Scored.entities)", " or ".join(ENTITY_METRICS)),
+    "sums": ("per-row sums (Scored.means)", ", ".join(MEAN_METRICS)),
+}
+"""Each kind of prediction, and the metrics the gate computes from it."""
+
+
 def _check_metric(scored: Scored, metric: Metric) -> None:
     """Raise ValueError when `metric` cannot be computed from this kind of predictions."""
-    if scored.counts is None and metric in ENTITY_METRICS:
+    kind = "counts" if scored.counts is not None else "sums" if scored.sums is not None else ""
+    needed = "counts" if metric in ENTITY_METRICS else "sums" if metric in MEAN_METRICS else ""
+    if kind != needed:
+        have, use = _KINDS[kind or "labels"]
         raise ValueError(
-            f"The gate's metric {metric!r} needs entity counts (Scored.entities), but these "
-            "predictions are per-row labels; use accuracy or macro_f1 for a classifier."
-        )
-    if scored.counts is not None and metric not in ENTITY_METRICS:
-        raise ValueError(
-            f"The gate's metric {metric!r} needs per-row labels, but these predictions are "
-            f"entity counts; use {' or '.join(ENTITY_METRICS)} for a named-entity model."
+            f"The gate's metric {metric!r} needs {_KINDS[needed or 'labels'][0]}, but these "
+            f"predictions are {have}; use {use} for them."
         )
 
 
 def _same_rows(challenger: Scored, champion: Scored) -> bool:
-    """Whether both are on the same rows: same labels, or same types and gold spans."""
+    """Whether both are on the same rows: same labels, same types and gold spans, or as many."""
+    if challenger.sums is not None and champion.sums is not None:
+        return len(challenger.sums) == len(champion.sums)
     if challenger.counts is None or champion.counts is None:
         return np.array_equal(challenger.labels, champion.labels)
     return challenger.names == champion.names and np.array_equal(
@@ -351,7 +353,9 @@ def _same_rows(challenger: Scored, champion: Scored) -> bool:
 
 
 def _whole_set(scored: Scored, metric: Metric) -> tuple[float, np.ndarray]:
-    """The metric on the whole set, and the F1 of each class (or entity type)."""
+    """The metric on the whole set, and the F1 of each class (or entity type; none for sums)."""
+    if scored.sums is not None:
+        return float(ratio(scored.sums.sum(axis=0))), np.empty(0)
     if scored.counts is not None:
         summed = scored.counts.sum(axis=0)  # [types, 3]
         return float(span_f1(summed.sum(axis=0))), span_f1(summed)
@@ -361,6 +365,9 @@ def _whole_set(scored: Scored, metric: Metric) -> tuple[float, np.ndarray]:
 
 def _draws(models: list[Scored], policy: Policy) -> np.ndarray:
     """Each model's metric on each bootstrap sample (paired): [samples, models]."""
+    if models[0].sums is not None:
+        sums = [m.sums for m in models if m.sums is not None]
+        return count_bootstrap(sums, ratio, policy.samples, policy.seed)
     if models[0].counts is not None:
         counts = [m.counts for m in models if m.counts is not None]
         return entity_bootstrap(counts, policy.samples, policy.seed)

@@ -153,11 +153,10 @@ def log_model(
     tags |= {_CREATOR + key: value for key, value in process_identity().items()}
     model_dir, manifest = export.directory, export.manifest
     task = export.task.serving("register")
-    pairs = getattr(export.config.data, task.second_text_key) is not None
-    columns = task.signature(export.labels.names if export.labels else (), pairs)
+    columns = task.signature(export.labels.names if export.labels else (), export.config.data)
     inputs, outputs = ([ColSpec(_mlflow_type(kind), name) for name, kind in c.items()]
                        for c in columns)  # fmt: skip
-    example = {"text": ["an example input"]} | ({"text_pair": ["a second text"]} if pairs else {})
+    example = {name: EXAMPLES[name] for name in columns[0]}
     # The logged model belongs to its run's experiment; MLflow takes it from the active one.
     experiment = client.get_run(run_id).info.experiment_id
     with scoped_mlflow(client.tracking_uri, experiment), _staged(model_dir, manifest) as staged:
@@ -177,6 +176,14 @@ def log_model(
             validate_serving_input=False,
             await_registration_for=0,
         )
+
+
+EXAMPLES = {
+    "text": ["an example input"],
+    "text_pair": ["a second text"],
+    "messages": [[{"role": "user", "content": "an example question"}]],
+}
+"""The logged model's input example, per input column a task's signature may name."""
 
 
 def _mlflow_type(kind: str | list | dict) -> Any:

@@ -24,6 +24,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -32,7 +33,15 @@ from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.registry.client import connect, retry, scoped_mlflow
 from ftpipe.registry.evidence import EVAL_PREFIX, evidence
-from ftpipe.registry.gate import ENTITY_METRICS, OPTIMISTIC, Decision, Policy, Scored, decide
+from ftpipe.registry.gate import (
+    ENTITY_METRICS,
+    MEAN_METRICS,
+    OPTIMISTIC,
+    Decision,
+    Policy,
+    Scored,
+    decide,
+)
 from ftpipe.registry.lock import promotion_lock
 from ftpipe.registry.versions import CHALLENGER, CHAMPION
 from ftpipe.tasks import get_task
@@ -209,6 +218,8 @@ def _scored(frame: pd.DataFrame, record: dict, names: tuple[str, ...], metric: s
     """
     metrics = record.get("metrics", {})
     budgets = {"latency_ms": metrics.get("latency_p95_ms"), "size_mb": metrics.get("size_mb")}
+    if metric in MEAN_METRICS:
+        return Scored.means(_row_sums(frame, metric), **budgets)
     if metric in ENTITY_METRICS:
         types = entity_types(tag for name in names for tag in name.split(" "))
         gold, predicted = ([row.split(" ") for row in frame[c]] for c in ("label", "predicted"))
@@ -222,12 +233,31 @@ def _scored(frame: pd.DataFrame, record: dict, names: tuple[str, ...], metric: s
     )
 
 
+def _row_sums(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """A causal LM's per-row (numerator, denominator) of `metric`.
+
+    The loss's is the row's summed token loss over its target tokens; a generation score's is
+    the score over 1, and rows not generated count (0, 0), so they weigh nothing.
+    """
+    if metric == "loss":
+        return frame[["loss_sum", "tokens"]].to_numpy(np.float64)
+    scores = frame[metric].to_numpy(np.float64)
+    generated = ~np.isnan(scores)
+    return np.stack([np.where(generated, scores, 0.0), generated.astype(np.float64)], axis=1)
+
+
 def _names_of(*frames: pd.DataFrame) -> tuple[str, ...]:
     # Every label either file mentions, in one order shared by challenger and champion.
     seen: set[str] = set()
     for frame in frames:
+        if "label" not in frame:  # a causal LM's rows are texts, not labels
+            return ()
         seen |= set(frame["label"].astype(str)) | set(frame["predicted"].astype(str))
     return tuple(sorted(seen))
+
+
+GATE_COLUMNS = ("row", "label", "predicted", "loss_sum", "tokens", "exact_match", "rouge_l")
+"""The predictions columns the gate reads: labels and predictions, or a causal LM's scores."""
 
 
 def _predictions(client: MlflowClient, uri: str) -> pd.DataFrame:
@@ -241,8 +271,11 @@ def _predictions(client: MlflowClient, uri: str) -> pd.DataFrame:
                 )
         except MlflowException as exc:
             raise FtpipeError(f"Cannot fetch the predictions {uri}: {reason(exc)}.") from None
-        frame = pd.read_parquet(path, columns=["row", "label", "predicted"])
-    frame[["label", "predicted"]] = frame[["label", "predicted"]].astype(str)
+        present = set(pq.read_schema(path).names)
+        columns = [c for c in GATE_COLUMNS if c in present]
+        frame = pd.read_parquet(path, columns=columns)
+    if "label" in frame:
+        frame[["label", "predicted"]] = frame[["label", "predicted"]].astype(str)
     return frame.sort_values("row", kind="stable").reset_index(drop=True)
 
 

@@ -9,7 +9,9 @@ unpickled.
 
 Input: a DataFrame with a `text` column (and `text_pair` for pair models). Output: for a
 classifier, `label` and one `prob_<label>` column per class; for an entity tagger, `entities`
-(text, type, start, end, score per entity) and `tags` (one per word of the text).
+(text, type, start, end, score per entity) and `tags` (one per word of the text); for a
+causal LM, `generated`, the answer to each prompt (`text`), or for a model tuned on
+conversations, to each `messages` list of role + content.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ class ExportModel(PythonModel):
     ) -> pd.DataFrame:
         """What the model's task returns for each input row."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        texts = frame["text"].astype(str).tolist()
-        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame else None
         if params and params.get("batch_size"):
             self.predictor.batch_size = int(params["batch_size"])
+        if "messages" in frame:  # a chat model's conversations
+            conversations = [[dict(m) for m in cell] for cell in frame["messages"]]
+            return self.predictor.predict([], words=conversations)
+        texts = frame["text"].astype(str).tolist()
+        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame else None
         return self.predictor.predict(texts, pairs)

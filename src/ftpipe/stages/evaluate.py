@@ -16,7 +16,8 @@ It writes, under `evaluate.output_dir`:
   tagged words, a sentence with its tags joined by spaces), which the promotion gate's paired
   bootstrap reads;
 * `confusion_matrix.png` (of classes, or of entity types) and, for tagged words,
-  `error_patterns.json` (the 20 most frequent errors);
+  `error_patterns.json` (the 20 most frequent errors); for causal LMs, `generations.md`, the
+  prompt / reference / generation table;
 * `evaluation.json`: the summary the registry attaches to a model version.
 
 The held-out set is identified by a fingerprint of its rows (texts and label names, in order),
@@ -40,6 +41,7 @@ from ftpipe.config.schema import Config, canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import DataError, FtpipeError
 from ftpipe.tasks.base import CONFUSION
+from ftpipe.tasks.lm_serving import GENERATIONS
 from ftpipe.train.outcome import read_record
 
 if TYPE_CHECKING:
@@ -120,13 +122,12 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     so a score on eval is optimistic. Without a test split, eval.
 
     Raises:
-        DataError: If prep has not run, or was for language modelling.
+        DataError: If prep has not run.
     """
     import pyarrow.parquet as pq
 
     prep = PrepDir.open(prep_dir)
     prep.task.serving("evaluate")
-    names = prep.labels.names
     split = "test" if prep.has_test else "eval"
     table = pq.read_table(prep.split_path(split), columns=None)
     columns = table.column_names
@@ -137,8 +138,10 @@ def load_heldout(prep_dir: str | Path) -> HeldOut:
     pairs = table.column("text_pair").to_pylist() if "text_pair" in columns else None
     if "tags" in columns:
         labels = table.column("tags").to_pylist()
+    elif prep.labels is None:  # language modelling: the references are texts, not labels
+        labels = [""] * len(texts)
     else:
-        labels = [names[i] for i in table.column("label").to_pylist()]
+        labels = [prep.labels.names[i] for i in table.column("label").to_pylist()]
     return HeldOut(texts, pairs, labels, heldout_fingerprint(texts, pairs, labels), split)
 
 
@@ -163,7 +166,7 @@ def evaluate_model(
     """
     names = predictor.names
     unknown = sorted(set(predictor.task.classes(sorted(set(heldout.labels)))) - set(names))
-    if unknown:
+    if unknown and predictor.task.labelled:
         raise DataError(
             f"The held-out set has labels the model {model_ref} was not trained on: "
             f"{', '.join(unknown[:5])}. Evaluate on data with the model's label set "
@@ -189,7 +192,8 @@ def evaluate_model(
         metrics=metrics,
         output_dir=str(output_dir),
         files={k: str(output_dir / v) for k, v in
-               (("predictions", PREDICTIONS), ("confusion", CONFUSION), ("metrics", METRICS))},
+               (("predictions", PREDICTIONS), ("confusion", CONFUSION), ("metrics", METRICS),
+                ("generations", GENERATIONS)) if (output_dir / v).is_file()},
         split=heldout.split,
     )  # fmt: skip
     evaluation.save()
@@ -235,7 +239,8 @@ class EvaluateResult:
         ref: The model reference evaluated.
         evaluation: What was measured and where it was written.
         report_rows: The task's section of the report (for classification: a row per class).
-        report_unit: What a report row is about ("class", "entity type").
+        report_unit: What a report row is about ("class", "entity type", "metric").
+        report_columns: The report's value columns, after the unit.
         summary: The task's headline metrics in one line.
         version: The registered version the evaluation was attached to, if the model is one.
     """
@@ -246,6 +251,7 @@ class EvaluateResult:
     version: Any
     report_unit: str = "class"
     summary: str = ""
+    report_columns: tuple[str, ...] = ("precision", "recall", "F1")
 
 
 def run(config: Config, model: str | None = None, run_id: str | None = None) -> EvaluateResult:
@@ -271,7 +277,10 @@ def run(config: Config, model: str | None = None, run_id: str | None = None) -> 
     ref = model or str(Path(config.train.output_dir) / "model")
     directory = resolve_model(ref, config.registry.tracking_uri)
     heldout = load_heldout(config.data.output_dir)
-    predictor = Predictor.load(directory, config.evaluate.batch_size, "evaluate")
+    predictor = Predictor.load(
+        directory, config.evaluate.batch_size, "evaluate", config.generate,
+        config.evaluate.generate_rows,
+    )  # fmt: skip
     evaluation = evaluate_model(
         predictor, heldout, config.evaluate.output_dir, ref,
         config.evaluate.calibration_bins, config.evaluate.latency_rows,
@@ -290,8 +299,9 @@ def run(config: Config, model: str | None = None, run_id: str | None = None) -> 
     task = predictor.task
     rows = task.report_rows(evaluation.metrics, predictor.names)
     return EvaluateResult(
-        ref, evaluation, rows, version, task.report_unit, task.summary(evaluation.metrics)
-    )
+        ref, evaluation, rows, version, task.report_unit, task.summary(evaluation.metrics),
+        task.report_columns,
+    )  # fmt: skip
 
 
 def training_run(config: Config, model: str | None, run_id: str | None) -> str | None:

@@ -2,7 +2,8 @@
 
 Classifiers return a label and a probability per class; entity taggers return each input's
 entities (text, type, character start and end, score) and each word's tag, from free text or
-from a column of word lists.
+from a column of word lists; causal LMs return the `generated` answer to each prompt, or to
+each conversation of a column of message lists.
 
 A model is an export directory (`train.output_dir/model`) or a registry URI such as
 `models:/NAME@champion`, which is downloaded once (see `ftpipe.registry.download`). Files of any
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftpipe.config.generation import GenerateConfig
 from ftpipe.data.sources import DECOMPRESSION_ERRORS, unreadable
 from ftpipe.errors import DataError, FtpipeError, reason
 from ftpipe.stages.writer import Writer, is_list
@@ -42,6 +44,9 @@ from ftpipe.train.predictor import Predictor
 
 CHUNK_ROWS = 4096
 """Rows read, predicted and written at a time: bounds memory whatever the file size."""
+
+GENERATE_CHUNK_ROWS = 64
+"""Prompts a causal LM answers per chunk written."""
 
 REGISTRY_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -73,8 +78,13 @@ def run(
     pair_column: str | None = None,
     batch_size: int = 64,
     tracking_uri: str | None = None,
+    generation: GenerateConfig | None = None,
+    stream: bool = False,
 ) -> PredictResult:
     """Predict texts given directly, or every row of a file, with an exported or registered model.
+
+    A causal LM answers each text (a prompt) with `generation`'s settings (None: those it was
+    trained with); with `stream`, a single prompt's answer is printed as it is generated.
 
     Raises:
         FtpipeError: On neither or both of `input_file` and `texts`, or a missing input.
@@ -83,8 +93,15 @@ def run(
         raise FtpipeError("Give either --input FILE or --text TEXT (not both, not neither).")
     if input_file is not None and not input_file.is_file():
         raise FtpipeError(f"--input {input_file}: no such file.")
-    predictor = Predictor.load(resolve_model(model, tracking_uri), batch_size)
+    directory = resolve_model(model, tracking_uri)
+    predictor = Predictor.load(directory, batch_size, "predict", generation)
     started = time.perf_counter()
+    if texts and stream and predictor.task.generates:
+        from transformers import TextStreamer
+
+        streamer = TextStreamer(predictor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        frame = predictor.task.predictions(predictor.generator.ask(texts, streamer), ())
+        return PredictResult(frame, None, len(frame), time.perf_counter() - started)
     if texts:
         frame = predictor.predict(texts, text_pairs or None)
         return PredictResult(frame, None, len(frame), time.perf_counter() - started)
@@ -252,11 +269,17 @@ def predict_file(
         total=total, unit="rows" if is_parquet else "B", unit_scale=not is_parquet,
         desc="predict", disable=None if progress is None else not progress,
     ) as bar:  # fmt: skip
-        for chunk, consumed in read_chunks(source, columns):
+        # Generation is slow per row: smaller chunks keep the progress bar moving.
+        chunk_rows = GENERATE_CHUNK_ROWS if predictor.task.generates else CHUNK_ROWS
+        for chunk, consumed in read_chunks(source, columns, chunk_rows):
             cells = chunk[text_column].tolist()
-            # A column of word lists (JSONL or Parquet `tokens`) is pre-tokenized input.
+            # A column of lists is pre-tokenized words (JSONL or Parquet `tokens`), or for a
+            # causal LM conversations (lists of messages).
             words = [list(c) for c in cells] if cells and all(map(is_list, cells)) else None
-            texts = [str(c) for c in cells] if words is None else [" ".join(w) for w in words]
+            if words is None or predictor.task.generates:
+                texts = [str(c) for c in cells]
+            else:
+                texts = [" ".join(w) for w in words]
             pairs = chunk[pair_column].astype(str).tolist() if pair_column else None
             scored = predictor.predict(texts, pairs, words)
             out = pd.DataFrame({"row": np.arange(rows, rows + len(chunk))})

@@ -8,6 +8,7 @@ from ftpipe.strategies import (  # noqa: F401 - importing registers each strateg
     ia3,
     lora,
     prompt_learning,
+    qlora,
 )
 from ftpipe.strategies.base import STRATEGIES, Prepared, prepare
 from ftpipe.strategies.layers import Layout, discover

@@ -12,7 +12,8 @@ Two axes decide the case (see RecommendConfig for the thresholds):
 A linear probe on frozen pooled features (cross-validated, as lift over always guessing the
 majority class) says how easy the task is on frozen features; in the small-and-similar case
 it picks between a head alone and LoRA. For tagged words both are measured word by word
-(ftpipe.strategies.word_probe), and no strategy the task refuses is recommended.
+(ftpipe.strategies.word_probe), and no strategy the task refuses is recommended. Language models
+have no labels: their targets are measured instead (ftpipe.strategies.lm_recommend).
 
 | | similar | dissimilar |
 | --- | --- | --- |
@@ -137,13 +138,6 @@ def run_recommend(config: Config) -> Recommendation:
     Raises:
         FtpipeError: If prep has not run for this config, or the model cannot be loaded.
     """
-    task = get_task(config.data.task)
-    if not task.labelled:
-        raise FtpipeError(
-            f"ftpipe recommend measures labelled data (a linear probe on the labels), and "
-            f"data.task={task.name} has no labels. Set strategy.name (full, freeze, lora, ...) "
-            "instead."
-        )
     prepared = load_prepared(config.data.output_dir)
     if prepared.stats["model"] != config.model.name:
         raise FtpipeError(
@@ -151,9 +145,14 @@ def run_recommend(config: Config) -> Recommendation:
             f"not {config.model.name!r}, so its token ids mean nothing to this model. Run "
             "`ftpipe prep` with this config first, or set data.output_dir to that model's prep."
         )
-    backbone = _load_backbone(config)
-    measurements = measure(config, prepared, backbone)
-    recommendation = decide(config, measurements, backbone.config.num_hidden_layers)
+    if get_task(config.data.task).labelled:
+        backbone = _load_backbone(config)
+        measurements = measure(config, prepared, backbone)
+        recommendation = decide(config, measurements, backbone.config.num_hidden_layers)
+    else:  # language models; imported here, as lm_recommend builds on this module
+        from ftpipe.strategies.lm_recommend import recommend_lm
+
+        recommendation = recommend_lm(config, prepared)
     output = Path(config.recommend.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "recommendation.json").write_text(

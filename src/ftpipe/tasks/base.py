@@ -136,6 +136,7 @@ class Task(ABC):
             one vector per token (`strategy.pooling` must stay `auto`), not one per row.
         ends_completions: A row's second text is a completion: tokenized apart from its
             prompt, ended with EOS, the prompt trimmed first (`ftpipe.data.completions`).
+        generates: Served models answer prompts with generated text (causal LMs).
         prep_layout: The version of what prep writes for this task; data prepared at another
             version is refused, and the fingerprint covers it from version 2 on.
         unsupported_strategies: Strategies this task cannot train with, and why.
@@ -153,6 +154,7 @@ class Task(ABC):
     pretokenized: ClassVar[bool] = False
     per_token_features: ClassVar[bool] = False
     ends_completions: ClassVar[bool] = False
+    generates: ClassVar[bool] = False
     prep_layout: ClassVar[int] = 1
     unsupported_strategies: ClassVar[dict[str, str]] = {}
 
@@ -315,10 +317,12 @@ class ServingTask(Task):
         gate_metrics: What `promote.metric` may name: metrics the promotion gate computes from
             the served predictions on the held-out set. Higher is better for each.
         report_unit: What a row of the report is about (`report_rows`).
+        report_columns: The report's value columns, after the unit.
     """
 
     gate_metrics: ClassVar[tuple[str, ...]]
     report_unit: ClassVar[str] = "class"
+    report_columns: ClassVar[tuple[str, ...]] = ("precision", "recall", "F1")
 
     def gate_metric(self, metric: str) -> str:
         """`metric` if the promotion gate can compare this task's models by it (`auto`: the first).
@@ -370,8 +374,8 @@ class ServingTask(Task):
         """
 
     @abstractmethod
-    def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
-        """The served model's input and output columns, name -> type.
+    def signature(self, names: Sequence[str], data: Any) -> tuple[dict, dict]:
+        """The served model's input and output columns, name -> type, given its data section.
 
         A type is an MLflow type name (`string`, `double`, `long`), `[type]` for a list of it,
         or `{field: type}` for an object.

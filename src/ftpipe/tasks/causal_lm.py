@@ -4,19 +4,26 @@ The model is `AutoModelForCausalLM`; its output layer is pretrained (and often t
 embeddings), so no head is new. Targets are the input ids, with padding and each row's
 prompt masked out (-100), so a prompt + completion row trains on its completion only, EOS
 included (`ftpipe.data.completions` writes the rows).
-Metrics: mean token loss and perplexity; checkpoints are selected by loss.
+Metrics: mean token loss and perplexity; checkpoints are selected by loss. Served models
+generate (`ftpipe.tasks.lm_serving`): evaluate adds exact match and ROUGE-L of generations
+against the references, and the promotion gate compares loss (lower is better), exact match
+or ROUGE-L.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 
-from ftpipe.tasks.base import Evaluator, Rows, Task, Tokens, pad_targets
+from ftpipe.tasks import lm_serving
+from ftpipe.tasks.base import Evaluator, HeldOutRows, Rows, ServingTask, Tokens, pad_targets
 from ftpipe.tasks.cells import Cells
 from ftpipe.tasks.chat import canonical, read_conversation
 from ftpipe.tasks.labels import LabelMap
@@ -44,6 +51,20 @@ def lm_targets(rows: Rows, index: np.ndarray, tensors: dict[str, torch.Tensor]) 
     return labels
 
 
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each position's next-token loss [rows, length - 1], and which positions are targets.
+
+    Prompt learning (p-tuning, prompt tuning) prepends virtual tokens, and the model returns
+    logits for them too; the input's own positions are the last ones.
+    """
+    logits = logits[:, -targets.size(1) :]
+    shifted = targets[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), shifted, reduction="none"
+    )
+    return losses, shifted != -100
+
+
 class _TokenLossEvaluator:
     """Sums the loss over real target tokens; the ranks add their sums."""
 
@@ -53,13 +74,9 @@ class _TokenLossEvaluator:
     def update(
         self, logits: torch.Tensor, targets: torch.Tensor, rows: np.ndarray, own: np.ndarray
     ) -> None:
-        shifted = targets[:, 1:]
-        losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), shifted, reduction="none"
-        )
+        losses, mask = token_losses(logits, targets)
         # Rows this rank does not own are repeats that only keep ranks in step.
-        counted = torch.from_numpy(own).to(losses.device)
-        mask = (shifted != -100) & counted.unsqueeze(1)
+        mask &= torch.from_numpy(own).to(losses.device).unsqueeze(1)
         batch = torch.stack([losses[mask].sum().double(), mask.sum().double()])
         self.totals = batch if self.totals is None else self.totals + batch
 
@@ -72,7 +89,7 @@ class _TokenLossEvaluator:
         return lm_metrics(float(totals[0]), int(totals[1]))
 
 
-class CausalLM(Task):
+class CausalLM(ServingTask):
     """Language modelling on text, or on prompt + completion with the loss on the completion."""
 
     name: ClassVar[str] = "causal-lm"
@@ -86,6 +103,10 @@ class CausalLM(Task):
     counts_tokens: ClassVar[bool] = True
     ends_completions: ClassVar[bool] = True
     prep_layout: ClassVar[int] = 2  # 2: completions end with EOS, prompts trimmed first
+    generates: ClassVar[bool] = True
+    gate_metrics: ClassVar[tuple[str, ...]] = ("loss", "exact_match", "rouge_l")
+    report_unit: ClassVar[str] = "metric"
+    report_columns: ClassVar[tuple[str, ...]] = ("value",)
 
     def read_cells(
         self,
@@ -138,3 +159,38 @@ class CausalLM(Task):
     def evaluator(self, rows: Rows, labels: LabelMap | None) -> Evaluator:
         """Token loss and perplexity over the split."""
         return _TokenLossEvaluator()
+
+    def predictions(self, outputs: Sequence[str], names: Sequence[str]) -> pd.DataFrame:
+        """Per prompt, the `generated` text."""
+        return lm_serving.prediction_frame(outputs)
+
+    def score_heldout(
+        self,
+        outputs: lm_serving.LMOutputs,
+        heldout: HeldOutRows,
+        names: Sequence[str],
+        temperature: float,
+        output_dir: Path,
+        bins: int,
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Loss and perplexity per row and overall; generations scored against references.
+
+        Writes `generations.md`, the prompt / reference / generation table.
+        """
+        metrics, frame = lm_serving.score_rows(outputs)
+        (output_dir / lm_serving.GENERATIONS).write_text(lm_serving.generations_table(frame))
+        return metrics, frame
+
+    def signature(self, names: Sequence[str], data: Any) -> tuple[dict, dict]:
+        """A prompt (`text`) in, or a conversation (`messages`) for chat models; text out."""
+        if data.messages_column is not None:
+            return {"messages": [{"role": "string", "content": "string"}]}, {"generated": "string"}
+        return {"text": "string"}, {"generated": "string"}
+
+    def summary(self, metrics: dict[str, float]) -> str:
+        """Loss and perplexity, then exact match and ROUGE-L of the generations."""
+        return lm_serving.summary(metrics)
+
+    def report_rows(self, metrics: dict[str, float], names: Sequence[str]) -> list[list[str]]:
+        """The evaluation report's section: one row per metric."""
+        return lm_serving.report_rows(metrics)

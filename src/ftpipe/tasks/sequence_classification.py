@@ -168,8 +168,9 @@ class SequenceClassification(ServingTask):
             frame[PROB_PREFIX + name] = probs[:, i].astype(np.float64)
         return metrics, frame
 
-    def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
+    def signature(self, names: Sequence[str], data: Any) -> tuple[dict, dict]:
         """The served model's input and output columns with their types (name -> type)."""
+        pairs = data.text_pair_column is not None
         inputs = {"text": "string", **({"text_pair": "string"} if pairs else {})}
         outputs = {"label": "string", **{PROB_PREFIX + name: "double" for name in names}}
         return inputs, outputs

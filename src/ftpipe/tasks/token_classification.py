@@ -243,7 +243,7 @@ class TokenClassification(ServingTask):
         """Strict IOB2 entity scores, the entity-type confusion and the error patterns."""
         return heldout_report(outputs, heldout.labels, names, output_dir, CONFUSION)
 
-    def signature(self, names: Sequence[str], pairs: bool) -> tuple[dict, dict]:
+    def signature(self, names: Sequence[str], data: Any) -> tuple[dict, dict]:
         """Text in; a list of entities and a list of word tags out."""
         entity = {"text": "string", "type": "string", "start": "long", "end": "long",
                   "score": "double"}  # fmt: skip

@@ -3,7 +3,9 @@
 Each epoch's order is a pure function of (seed, epoch, world size, rows per step,
 `train.group_by_length`), so the data position of a checkpoint is just its step: a resumed run
 recomputes the order and skips to where it stopped, and reads exactly the batches an
-uninterrupted run would have read. (A resume with other settings reads another order.)
+uninterrupted run would have read. (A resume with other settings reads another order.) With
+`data.packing` each micro-batch's rows are packed after the task has built their targets
+(train/packing.py); the packing is a pure function of those rows, so the same holds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from ftpipe.data.features import token_starts
 from ftpipe.data.prepared import Split, batches
 from ftpipe.tasks import Task
+from ftpipe.train.packing import Packer, Padding, padding_share
 
 POOL_STEPS = 64
 """With `group_by_length`, rows are sorted by length within pools of this many steps."""
@@ -70,6 +73,39 @@ def rank_order(
     return by_length[:, rank::world_size].reshape(-1)
 
 
+def epoch_padding(
+    lengths: np.ndarray,
+    seed: int,
+    world_size: int,
+    per_rank: int,
+    micro: int,
+    group_by_length: bool,
+    capacity: int,
+) -> Padding:
+    """The share of computed tokens that are padding in the first epoch, packed and unpacked.
+
+    Over every rank's micro-batches, so every rank computes the same figures.
+
+    Args:
+        lengths: Token count of every row of the training split.
+        seed: The run's seed.
+        world_size: Number of ranks.
+        per_rank: Rows each rank reads per optimizer step.
+        micro: Rows per micro-batch.
+        group_by_length: `train.group_by_length`.
+        capacity: Tokens per packed sequence.
+    """
+    orders = [
+        rank_order(lengths, seed, 0, rank, world_size, per_rank, group_by_length)
+        for rank in range(world_size)
+    ]
+    micro_batches = np.concatenate(orders).reshape(-1, micro)
+    return Padding(
+        packed=padding_share(lengths, micro_batches, capacity),
+        unpacked=padding_share(lengths, micro_batches),
+    )
+
+
 def eval_shard(rows: int, rank: int, world_size: int) -> tuple[np.ndarray, int]:
     """This rank's evaluation rows, padded to an equal count on every rank.
 
@@ -98,6 +134,7 @@ class BatchSource:
             `per_token` every token's, row after row, [tokens, hidden].
         per_token: `features` holds a vector per token; batches pad them to [rows, tokens,
             hidden] with zeros, as token ids are padded.
+        packer: Packs each batch's rows after their targets are built (`data.packing`).
     """
 
     split: Split
@@ -105,6 +142,7 @@ class BatchSource:
     task: Task
     features: torch.Tensor | None = None
     per_token: bool = False
+    packer: Packer | None = None
 
     def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Tensors for these rows, on `device`."""
@@ -115,7 +153,13 @@ class BatchSource:
         else:
             tensors = {"features": self.features[torch.from_numpy(rows)]}
         tensors["labels"] = self.task.targets(self.split, rows, tensors)
+        if self.packer is not None:
+            tensors = self.packer.pack(tensors, self._lengths[rows])
         return {name: value.to(device, non_blocking=True) for name, value in tensors.items()}
+
+    def tokens(self, rows: np.ndarray) -> int:
+        """The real (not padding) tokens of these rows; 0 for cached features."""
+        return int(self._lengths[rows].sum()) if self.features is None else 0
 
     def head_matrix(
         self, device: torch.device, chunk: int = 1024
@@ -134,6 +178,10 @@ class BatchSource:
             features.append(batch["features"][scored])
             labels.append(batch["labels"][scored])
         return torch.cat(features), torch.cat(labels)
+
+    @cached_property
+    def _lengths(self) -> np.ndarray:
+        return self.split.lengths
 
     @cached_property
     def _starts(self) -> np.ndarray:

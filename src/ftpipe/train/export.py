@@ -30,7 +30,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ftpipe.config.load import validate_config
+from ftpipe.config.rules import rules_for
 from ftpipe.config.schema import Config
+from ftpipe.data.chats import ChatRenderer
 from ftpipe.data.features import TOKENS
 from ftpipe.errors import FtpipeError
 from ftpipe.hub import resolve_model
@@ -149,8 +151,9 @@ def write_export(
         manifest |= {"kind": "pooled-classifier", "pooling": model.pooling}
     elif isinstance(model, PeftModel):
         model.save_pretrained(directory / "adapter")
-        # Unset merges where the method allows; prompt learning adds tokens, not weights.
-        merges = not model.peft_config[model.active_adapter].is_prompt_learning
+        # Unset merges where the method allows: prompt learning adds tokens, not weights, and
+        # a 4-bit base (qlora) would round the update away.
+        merges = not rules_for(config.strategy.name).merge_refusal
         if merges and config.strategy.merge_adapter is not False:
             # Merging replaces the adapter layers in place, so merge a copy: this export may
             # be written mid-training, from the model still being trained.
@@ -162,7 +165,14 @@ def write_export(
     else:
         model.save_pretrained(directory)
         manifest |= {"kind": "transformers"}
-    load_tokenizer_for_export(config).save_pretrained(directory)
+    tokenizer = load_tokenizer_for_export(config)
+    if config.data.messages_column is not None:
+        # The export carries the template its conversations were rendered with (a shipped one
+        # or a .jinja file), so it serves them anywhere as the tokenizer's own.
+        tokenizer.chat_template = ChatRenderer(config.model, config.data).template or (
+            tokenizer.chat_template
+        )
+    tokenizer.save_pretrained(directory)
     export = Export(directory)
     if labels is not None:
         labels.save(export.label_map_path)

@@ -30,6 +30,7 @@ from ftpipe.train.distributed import RankContext, init_distributed
 from ftpipe.train.export import write_export
 from ftpipe.train.head_fit import fit_head
 from ftpipe.train.model import load_base_model, zero3_paused
+from ftpipe.train.packing import Padding
 from ftpipe.train.setup import Engine, RunPlan, build_engine, plan_run, resume_state
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class TrainResult:
         samples_per_second: Training rows per second over all ranks.
         tokens_per_second: Non-padding training tokens per second over all ranks.
         trainable_parameters: Parameters the optimizer updates.
+        padding: With `data.packing`, the share of computed tokens that are padding, packed
+            and unpacked (`padding_share` and `padding_share_unpacked` in every evaluation's
+            metrics too).
     """
 
     metrics: dict[str, Any]
@@ -62,6 +66,7 @@ class TrainResult:
     samples_per_second: float
     tokens_per_second: float
     trainable_parameters: int
+    padding: Padding | None = None
 
 
 def train(
@@ -152,8 +157,7 @@ def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int
         run.engine.backward(loss)
         run.engine.step()  # DeepSpeed applies the optimizer on the accumulation boundary
         loss_sum += loss.item() / plan.batch.accumulation
-        if "attention_mask" in batch:
-            tokens += int(batch["attention_mask"].sum()) * plan.batch.world_size
+        tokens += run.train_source.tokens(micro_rows) * plan.batch.world_size
     return loss_sum, plan.batch.global_batch, tokens, time.perf_counter() - started
 
 
@@ -195,6 +199,8 @@ class Progress:
                 b.global_batch, b.micro, b.accumulation, ctx.world_size, plan.precision,
                 config.train.zero_stage,
             )  # fmt: skip
+            if plan.padding is not None:
+                log.info(plan.padding.describe())
 
     def add(self, loss: float, rows: int, tokens: int, seconds: float) -> None:
         """Count one optimizer step."""
@@ -230,13 +236,14 @@ class Progress:
             "epoch": done / self.plan.steps_per_epoch,
             "start_step": self.start,
             "train_samples_per_second": self.rows / max(self.train_seconds, 1e-9),
+            **(self.plan.padding.fields() if self.plan.padding is not None else {}),
         }
 
     def result(self, metrics: dict[str, Any], state: TrainerState, trainable: int) -> TrainResult:
         """The run's result with its throughput."""
         seconds = max(self.train_seconds, 1e-9)
         return TrainResult(metrics, state, self.start, self.train_seconds, self.rows / seconds,
-                           self.tokens / seconds, trainable)  # fmt: skip
+                           self.tokens / seconds, trainable, self.plan.padding)  # fmt: skip
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import torch
 from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.hub import resolve_model
+from ftpipe.strategies.qlora import quantized_loading
 from ftpipe.tasks import LabelMap, get_task
 
 
@@ -18,13 +19,16 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
     Under ZeRO-3 an `HfDeepSpeedConfig` must exist before `from_pretrained`: transformers then
     builds the model inside `deepspeed.zero.Init`, so each rank materialises only its shard
     instead of the whole model in host memory. It stays registered (returned as the second
-    value) for as long as the caller keeps it.
+    value) for as long as the caller keeps it. For `strategy.name=qlora` the base loads in
+    4 bits on this rank's GPU (`ftpipe.strategies.qlora.quantized_loading`).
 
     Raises:
+        ConfigError: If the strategy needs what this machine lacks (qlora: a GPU, bitsandbytes).
         FtpipeError: If the model cannot be loaded.
     """
     from transformers.integrations import HfDeepSpeedConfig
 
+    quantized = quantized_loading(config)  # refuses qlora here before any weight is read
     zero3 = None
     if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
         zero3 = HfDeepSpeedConfig(ds_config)
@@ -34,7 +38,7 @@ def load_base_model(config: Config, labels: LabelMap | None, ds_config: dict | N
     try:
         model = task.load_model(
             resolve_model(config.model.name), labels,
-            revision=config.model.revision, dtype=torch.float32,
+            revision=config.model.revision, dtype=torch.float32, **quantized,
         )  # fmt: skip
     except Exception as exc:  # Hub and file errors come in many types
         raise FtpipeError(

@@ -3,7 +3,7 @@
 The export's tokenizer, `data.max_length` from its config, longest-first truncation and the
 padding training used (`ftpipe.tasks.pad_rows`), so an export scores here what it scored in
 training. Probabilities apply the export's temperature (softmax(logits / T)). The task says
-what a row's prediction is.
+what a row's prediction is. Causal LMs generate instead (`ftpipe.train.generation`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftpipe.config.generation import GenerateConfig
 from ftpipe.errors import FtpipeError
 from ftpipe.tasks import ServingTask, pad_rows
 from ftpipe.tasks.calibration import softmax
 from ftpipe.tasks.token_serving import TaggedText, joined, split_words
 from ftpipe.train.export import Export, load_export
+from ftpipe.train.generation import Generator
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Predictor:
     pairs: bool
     export: Export
     batch_size: int = 64
+    generation: GenerateConfig | None = None
+    generate_rows: int = 0
 
     @property
     def directory(self) -> Path:
@@ -54,8 +58,22 @@ class Predictor:
         return self.export.temperature
 
     @classmethod
-    def load(cls, directory: str | Path, batch_size: int = 64, what: str = "predict") -> Predictor:
+    def load(
+        cls,
+        directory: str | Path,
+        batch_size: int = 64,
+        what: str = "predict",
+        generation: GenerateConfig | None = None,
+        generate_rows: int = 0,
+    ) -> Predictor:
         """Load an export directory (any kind: transformers, peft, pooled-classifier).
+
+        Args:
+            directory: The export directory.
+            batch_size: Rows per forward pass.
+            what: The stage loading it, for messages.
+            generation: How a causal LM generates; None: as its training config says.
+            generate_rows: Held-out rows a causal LM answers in `outputs` (evaluation).
 
         Raises:
             FtpipeError: If the directory is not an export, or its task cannot be served.
@@ -71,10 +89,12 @@ class Predictor:
             task=task,
             names=export.labels.names if export.labels is not None else (),
             max_length=data.max_length,
-            pad_id=getattr(model_config, "pad_token_id", None) or 0,
+            pad_id=_pad_id(model_config, tokenizer),
             pairs=getattr(data, task.second_text_key) is not None,
             export=export,
             batch_size=batch_size,
+            generation=generation,
+            generate_rows=generate_rows,
         )
 
     def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
@@ -125,8 +145,12 @@ class Predictor:
         """What the task scores: raw logits per row, or for tagged words, each text's words.
 
         Held-out texts of tagged words are their words joined by single spaces, so they are
-        split on spaces; `predict` splits free text into words itself.
+        split on spaces; `predict` splits free text into words itself. A causal LM's are its
+        held-out loss per row and its answers to the first `generate_rows` prompts.
         """
+        if self.task.generates:
+            return self.generator.heldout(list(texts), list(pairs) if pairs else None,
+                                          self.generate_rows)  # fmt: skip
         if self.task.pretokenized:
             return self.tag([text.split(" ") for text in texts])
         return self.logits(texts, pairs)
@@ -140,10 +164,14 @@ class Predictor:
         """What the task returns per input: a label and probabilities, or entities and tags.
 
         Args:
-            texts: The texts (ignored when `words` is given).
+            texts: The texts (ignored when `words` is given); a causal LM's prompts.
             pairs: Second texts, for pair models.
-            words: Pre-tokenized inputs, for models that tag words.
+            words: Pre-tokenized inputs, for models that tag words; a causal LM's
+                conversations (lists of messages).
         """
+        if self.task.generates:
+            prompts = list(words) if words is not None else list(texts)
+            return self.task.predictions(self.generator.ask(prompts), self.names)
         if not self.task.pretokenized:
             return self.frame(self.probabilities(texts, pairs))
         if words is not None:
@@ -198,6 +226,15 @@ class Predictor:
         return out
 
     @cached_property
+    def generator(self) -> Generator:
+        """The causal LM behind this export, ready to generate."""
+        export = self.export
+        return Generator(
+            self.model, self.tokenizer, export.directory, export.config,
+            self.generation or export.config.generate, export.task, self.pad_id, self.batch_size,
+        )  # fmt: skip
+
+    @cached_property
     def word_tokenizer(self) -> Any:
         """The export tokenizer's Rust backend, without truncation or padding (as prep's)."""
         from tokenizers import Tokenizer
@@ -206,3 +243,11 @@ class Predictor:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         return tokenizer
+
+
+def _pad_id(model_config: Any, tokenizer: Any) -> int:
+    """The model's padding id, else the tokenizer's, else 0 (padding is masked out anyway)."""
+    for source in (model_config, tokenizer):
+        if (pad := getattr(source, "pad_token_id", None)) is not None:
+            return int(pad)
+    return 0

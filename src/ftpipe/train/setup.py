@@ -23,12 +23,13 @@ from ftpipe.strategies import Prepared, prepare
 from ftpipe.strategies.layers import true_numel
 from ftpipe.strategies.param_groups import param_groups
 from ftpipe.strategies.schedules import build_scheduler
-from ftpipe.train.batching import BatchSource
+from ftpipe.train.batching import BatchSource, epoch_padding
 from ftpipe.train.checkpoint import TrainerState, load_checkpoint
 from ftpipe.train.deepspeed import BatchPlan, batch_plan, deepspeed_config, resolve_precision
 from ftpipe.train.distributed import RankContext
 from ftpipe.train.head_fit import fits_cached_head
 from ftpipe.train.model import load_base_model
+from ftpipe.train.packing import Packer, Padding
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class RunPlan:
         ds_config: The DeepSpeed config.
         head_fit: Feature extraction on the feature cache: the run's one step fits the head
             to convergence on the whole cache (train/head_fit.py).
+        padding: With `data.packing`, the share of computed tokens that are padding.
     """
 
     train_split: Split
@@ -61,6 +63,7 @@ class RunPlan:
     precision: str
     ds_config: dict[str, Any]
     head_fit: bool
+    padding: Padding | None = None
 
     def evaluates_after(self, done: int, every: int | None) -> bool:
         """Whether the run evaluates (and checkpoints) after `done` steps."""
@@ -97,8 +100,13 @@ def plan_run(config: Config, data: PreparedData, ctx: RankContext) -> RunPlan:
     if problem is not None:
         raise ConfigError(problem)
     ds_config = deepspeed_config(config.train, plan, precision)
+    padding = None
+    if config.data.packing:
+        padding = epoch_padding(train_split.lengths, config.seed, ctx.world_size, plan.per_rank,
+                                plan.micro, config.train.group_by_length,
+                                config.data.max_length)  # fmt: skip
     return RunPlan(train_split, eval_split, metric, higher, plan, steps_per_epoch, total_steps,
-                   precision, ds_config, head_fit)  # fmt: skip
+                   precision, ds_config, head_fit, padding)  # fmt: skip
 
 
 @dataclass
@@ -135,7 +143,11 @@ def build_engine(config: Config, data: PreparedData, ctx: RankContext, plan: Run
     if prepared.gradient_checkpointing:
         prepared.model.gradient_checkpointing_enable({"use_reentrant": False})
     pad_id = model.config.pad_token_id
-    train_source = BatchSource(plan.train_split, pad_id, data.task)
+    packer = None
+    if config.data.packing:  # training only: the evaluator scores rows, so eval stays unpacked
+        packer = Packer.for_model(prepared.model, config.strategy.name, config.data.max_length,
+                                  pad_id)  # fmt: skip
+    train_source = BatchSource(plan.train_split, pad_id, data.task, packer=packer)
     eval_source = BatchSource(plan.eval_split, pad_id, data.task)
     if plan.head_fit:
         splits = {"train": plan.train_split, "eval": plan.eval_split}

@@ -37,6 +37,7 @@ def test_config_schema_is_json_schema():
         "evaluate",
         "promote",
         "pipeline",
+        "generate",
     }
 
 

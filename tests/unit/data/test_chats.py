@@ -6,9 +6,6 @@ be written out by hand.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -21,8 +18,7 @@ from ftpipe.data.prepared import PrepDir, load_prepared
 from ftpipe.errors import ConfigError, DataError
 from ftpipe.tasks import get_task
 from ftpipe.train.batching import BatchSource
-from ftpipe.train.local import train_local
-from tests.helpers import ftpipe, save_decoder_tokenizer, write_jsonl
+from tests.helpers import prep_lm_rows, save_decoder_tokenizer, write_jsonl
 
 MARKERS = ("<|im_start|>", "<|im_end|>")
 WORDS = ["system", "user", "assistant", "User:", "Assistant:", "you", "are", "a", "help", "bot",
@@ -143,6 +139,21 @@ def test_prep_stores_the_assistant_tokens_as_the_only_targets(tmp_path, chat_mod
         assert tokens[-1] == "</s>"
 
 
+@pytest.mark.parametrize("train_on", ["auto", "assistant", "all"])
+def test_train_on_picks_the_assistant_turns_or_every_token(tmp_path, chat_model, train_on):
+    model_dir, vocab = chat_model
+    rows = [{"messages": CONVERSATION}, *support_chats(7)]
+    config = prep_chats(tmp_path, model_dir, rows, train_on=train_on)
+    data = load_prepared(config.data.output_dir)
+    split = data.splits["train"].concat(data.splits["eval"])
+    row = split.input_ids.index(renderer(model_dir).encode(CONVERSATION)[0])
+    targets = [t for t in split.token_labels[row] if t != -100]
+    if train_on == "all":  # every token, the assistant's EOS included
+        assert split.token_labels == split.input_ids
+    else:
+        assert words(targets, vocab) == ["please", "wait", "</s>", "hi", "</s>"]
+
+
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
@@ -173,14 +184,7 @@ def test_a_bad_conversation_exits_2_from_the_command_line(tmp_path, chat_model):
     model_dir, _ = chat_model
     rows = support_chats(8)
     rows.insert(4, {"messages": [{"role": "assistant", "content": "hi"}]})
-    config = {
-        "data": {"train": str(write_jsonl(tmp_path / "chats.jsonl", rows)), "task": "causal-lm",
-                 "messages_column": "messages", "output_dir": str(tmp_path / "prep")},
-        "model": {"name": str(model_dir)},
-    }  # fmt: skip
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    result = ftpipe("prep", "--config", str(path))
+    result = prep_lm_rows(tmp_path, model_dir, rows, "chats.jsonl", messages_column="messages")
     assert result.returncode == 2, result.stderr
     assert "chats.jsonl has 1 invalid row" in result.stderr
     assert "line 5: message 1 is from the assistant" in result.stderr
@@ -239,20 +243,19 @@ def test_conversation_settings_that_cannot_work_are_refused(data):
         validate_config({"data": {"train": "x.jsonl", **data}})
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_a_chat_model_learns_its_answers(tmp_path, chat_model, family):
-    import transformers as hf
-
-    model_dir, vocab = chat_model
-    shape = {"vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-             "pad_token_id": vocab["<pad>"], "eos_token_id": vocab["</s>"]}  # fmt: skip
-    torch.manual_seed(0)
-    model = {"llama": lambda: hf.LlamaForCausalLM(hf.LlamaConfig(**shape)),
-             "qwen2": lambda: hf.Qwen2ForCausalLM(hf.Qwen2Config(**shape))}[family]()  # fmt: skip
-    model.save_pretrained(model_dir)
-    config = prep_chats(tmp_path, model_dir, support_chats(24))
-    outcome = train_local(config)
-    latest = max(Path(outcome.best_checkpoint).parent.glob("step-*"))
-    history = json.loads((latest / "trainer_state.json").read_text())["history"]
-    assert history[-1]["loss"] < history[0]["loss"] * 0.5, history
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        ({"train_on": "assistant"},
+         r"data\.train_on=assistant trains a conversation's assistant turns, and these rows "
+         r"are not conversations"),
+        ({"train_on": "completion", "messages_column": "messages"},
+         r"data\.train_on=completion trains each row's completion, and these rows are "
+         r"conversations"),
+        ({"train_on": "completion"}, r"these rows are plain text"),
+    ],
+    ids=["assistant-without-conversations", "completion-of-conversations", "completion-of-text"],
+)  # fmt: skip
+def test_train_on_what_the_rows_do_not_hold_is_refused(data, refusal):
+    with pytest.raises(ConfigError, match=refusal):
+        validate_config({"data": {"train": "x.jsonl", "task": "causal-lm", **data}})

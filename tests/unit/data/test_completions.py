@@ -26,14 +26,14 @@ def lm_dir(tmp_path):
     return directory, save_decoder_tokenizer(directory, WORDS)
 
 
-def prepared(tmp_path, model_dir, rows, max_length=16):
+def prepared(tmp_path, model_dir, rows, max_length=16, **data):
     config = validate_config(
         {
             "data": {
                 "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
                 "task": "causal-lm", "text_column": "prompt", "completion_column": "completion",
                 "eval_fraction": 0.5, "duplicates": "keep", "max_length": max_length,
-                "output_dir": str(tmp_path / "prep"),
+                "output_dir": str(tmp_path / "prep"), **data,
             },
             "model": {"name": str(model_dir)},
         }
@@ -71,6 +71,21 @@ def test_a_completion_ends_with_eos_and_only_it_is_trained(tmp_path, lm_dir):
     stats = PrepDir.open(config.data.output_dir).stats["splits"]
     assert {s["trimmed_prompts"] for s in stats.values()} == {0}
     assert {s["cut_completions"] for s in stats.values()} == {0}
+
+
+@pytest.mark.parametrize(("train_on", "masked"), [("auto", 4), ("completion", 4), ("all", 0)])
+def test_train_on_all_trains_the_prompt_too(tmp_path, lm_dir, train_on, masked):
+    model_dir, vocab = lm_dir
+    _, data = prepared(tmp_path, model_dir, distinct("my order", "late please"), train_on=train_on)
+    split, words = rows_of(data, vocab)
+    assert (["<s>", "my", "order", "is", "late", "please", "</s>"], masked) in words
+    # Read off the token ids: every token with `all` (the first is no one's next token).
+    batch = BatchSource(split, vocab["<pad>"], get_task("causal-lm")).batch(
+        np.arange(len(split)), torch.device("cpu")
+    )
+    for j, ids in enumerate(split.input_ids):
+        assert batch["labels"][j, : len(ids)].tolist() == [-100] * masked + ids[masked:]
+        assert ids[-1] == vocab["</s>"]
 
 
 def test_a_long_prompt_loses_its_start_and_the_completion_stays_whole(tmp_path, lm_dir, caplog):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ftpipe.registry import gate
+from ftpipe.registry import resample
 from ftpipe.registry.gate import Policy, Scored, decide, entity_bootstrap, metric_value
 from ftpipe.tasks.entities import entity_scores, sentence_counts
 
@@ -169,7 +169,7 @@ def test_each_sample_is_the_micro_f1_of_the_same_drawn_sentences_for_both_models
     gold = gold_tags()[:50]
     a = sentence_counts(gold, degrade(gold, 0.2, seed=1), TYPES)
     b = sentence_counts(gold, degrade(gold, 0.4, seed=2), TYPES)
-    monkeypatch.setattr(gate, "_CHUNK_CELLS", 7 * len(gold))  # chunks of 7 samples
+    monkeypatch.setattr(resample, "_CHUNK_CELLS", 7 * len(gold))  # chunks of 7 samples
     draws = entity_bootstrap([a, b], samples=20, seed=3)
 
     rng = np.random.default_rng(3)

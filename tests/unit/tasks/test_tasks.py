@@ -12,7 +12,7 @@ import torch
 from ftpipe.config.load import validate_config
 from ftpipe.config.schema import DataConfig
 from ftpipe.errors import ConfigError, FtpipeError
-from ftpipe.tasks import TASKS, LabelMap, get_task, pad_rows
+from ftpipe.tasks import TASKS, LabelMap, Task, get_task, pad_rows
 from ftpipe.tasks.sequence_classification import classification_metrics
 
 
@@ -114,10 +114,22 @@ def test_classification_serves_a_label_and_a_probability_per_class():
 
 
 def test_a_task_that_cannot_serve_yet_says_so_naming_the_task_and_the_stage():
-    with pytest.raises(FtpipeError, match=r"^predict needs .* data\.task=causal-lm"):
-        get_task("causal-lm").serving("predict")
-    classifier = get_task("sequence-classification")
-    assert classifier.serving("predict") is classifier
+    class Trainable(Task):  # a task whose models train but are not served yet
+        name = "seq2seq"
+        prep_columns = targets = evaluator = None
+
+    with pytest.raises(FtpipeError, match=r"^predict needs .* data\.task=seq2seq"):
+        Trainable().serving("predict")
+    for name in ("sequence-classification", "token-classification", "causal-lm"):
+        assert get_task(name).serving("predict") is get_task(name)
+
+
+def test_a_causal_lm_is_gated_on_loss_by_default_or_on_generation_scores():
+    lm = get_task("causal-lm").serving("promote")
+    assert lm.gate_metric("auto") == "loss"
+    assert lm.gate_metric("rouge_l") == "rouge_l" and lm.gate_metric("exact_match")
+    with pytest.raises(ConfigError, match=r"promote\.metric=macro_f1 .*loss, exact_match"):
+        lm.gate_metric("macro_f1")
 
 
 def test_the_task_decides_which_metrics_the_promotion_gate_may_compare():

@@ -253,6 +253,8 @@ def test_training_before_prep_or_recommend_is_a_clear_error(tmp_path, tiny_model
         f"data: {{train: {config.data.train}, output_dir: {missing}}}\n"
         f"model: {{name: {tiny_model_dir}}}\n"
         f"recommend: {{output_dir: {tmp_path / 'no-recommendation'}}}\n"
+        f"train: {{output_dir: {tmp_path / 'train'}}}\n"
+        f"registry: {{tracking_uri: 'sqlite:///{tmp_path / 'mlflow.db'}'}}\n"
     )
     done = ftpipe("train", "-c", str(path), "strategy.name=full", "--no-ray")
     assert done.returncode == 2 and "Run `ftpipe prep`" in done.stderr
