@@ -31,7 +31,7 @@ def test_the_sft_demo_runs_every_stage_and_registers_a_chat_model_that_answers(t
                     "output_dir": str(tmp_path / "prep")}  # fmt: skip
     raw["model"] = {"name": str(build_demo_model(tmp_path / "model"))}
     raw["strategy"] = {"name": "auto"}
-    raw["train"] |= {"epochs": 2, "output_dir": str(tmp_path / "train")}
+    raw["train"] |= {"epochs": 1, "output_dir": str(tmp_path / "train")}
     raw["recommend"] = {"perplexity_rows": 16, "output_dir": str(tmp_path / "rec")}
     raw["tune"] = {"search": "grid", "num_trials": 1, "max_concurrent_trials": 1,
                    "search_space": {"train.lr": "choice([3.0e-3])"},

@@ -40,11 +40,11 @@ from ftpipe.errors import FtpipeError, reason
 from ftpipe.hub import resolve_model
 from ftpipe.strategies.domain import reference_sentences
 from ftpipe.strategies.recommend import (
+    Plan,
     Recommendation,
-    _large_plan,
-    _loguniform,
-    _Plan,
-    _small_plan,
+    large_plan,
+    loguniform,
+    small_plan,
 )
 from ftpipe.strategies.word_probe import supported
 from ftpipe.tasks import Task, get_task
@@ -254,22 +254,22 @@ def decide_lm(config: Config, m: LmMeasurements, num_blocks: int) -> LmRecommend
     similar = m.perplexity_ratio <= config.recommend.max_perplexity_ratio
     mismatch = "the base model predicts the targets far worse than general English prose"
     if large:
-        plan = _no_new_head(_large_plan(similar, True, mismatch))
+        plan = _no_new_head(large_plan(similar, True, mismatch))
     elif similar:
         plan = _adapt_plan(m.perplexity_ratio)
     else:
-        plan = _no_new_head(_small_plan(False, False, num_blocks, m.rows, mismatch))
+        plan = _no_new_head(small_plan(False, False, num_blocks, m.rows, mismatch))
     *picked, why = plan
     reasons = [*_reasons(config, m, large, similar), why]
     return supported(LmRecommendation(*picked, reasons, m, num_blocks), get_task(config.data.task))
 
 
-def _adapt_plan(ratio: float) -> _Plan:
+def _adapt_plan(ratio: float) -> Plan:
     """Small, familiar targets: virtual tokens where the model predicts them well, else LoRA."""
     if ratio <= PROMPT_LEARNING_RATIO:
         lr = (1e-3, 1e-2)  # new vectors, not pretrained weights: far higher rates
         space = dict([
-            ("strategy.name", f"choice([{PROMPT_STRATEGY}])"), _loguniform("train.head_lr", lr),
+            ("strategy.name", f"choice([{PROMPT_STRATEGY}])"), loguniform("train.head_lr", lr),
             ("strategy.prompt.num_virtual_tokens", "choice([10, 20, 50])"),
         ])  # fmt: skip
         why = (
@@ -280,7 +280,7 @@ def _adapt_plan(ratio: float) -> _Plan:
         return "small-similar", PROMPT_STRATEGY, 0, lr, lr, space, why
     lr = (1e-4, 1e-3)
     space = dict([
-        ("strategy.name", "choice([lora])"), _loguniform("train.head_lr", lr),
+        ("strategy.name", "choice([lora])"), loguniform("train.head_lr", lr),
         ("strategy.lora.r", "choice([8, 16])"),
     ])  # fmt: skip
     why = (
@@ -291,7 +291,7 @@ def _adapt_plan(ratio: float) -> _Plan:
     return "small-similar", "lora", 0, lr, lr, space, why
 
 
-def _no_new_head(plan: _Plan) -> _Plan:
+def _no_new_head(plan: Plan) -> Plan:
     """A sentence plan for a model without a new head: `train.head_lr` moves nothing there."""
     case, strategy, freeze_layers, lr, _, space, why = plan
     space = {path: sampler for path, sampler in space.items() if path != "train.head_lr"}

@@ -246,32 +246,33 @@ def decide(config: Config, m: Measurements, num_blocks: int) -> Recommendation:
         else "the text lies far from general English prose"
     )
     if large:
-        plan = _large_plan(near and vocab_ok, vocab_ok, mismatch)
+        plan = large_plan(near and vocab_ok, vocab_ok, mismatch)
     else:
         # The vectors a cached head is fit on: rows, or for tagged words the words.
         rows = m.tagged_words or max(sum(m.rows_per_class.values()), 1)
-        plan = _small_plan(near and vocab_ok, probe_ok, num_blocks, rows, mismatch)
+        plan = small_plan(near and vocab_ok, probe_ok, num_blocks, rows, mismatch)
     *picked, reason = plan
     recommendation = Recommendation(*picked, [*reasons, reason], m, num_blocks)
     return supported(recommendation, get_task(config.data.task))  # none the task refuses
 
 
 _Range = tuple[float, float]
-_Plan = tuple[str, str, int, _Range, _Range, dict[str, str], str]
+Plan = tuple[str, str, int, _Range, _Range, dict[str, str], str]
 """case, strategy, freeze_layers, lr range, head lr range, search space, the reason."""
 
 
-def _loguniform(path: str, bounds: _Range) -> tuple[str, str]:
+def loguniform(path: str, bounds: _Range) -> tuple[str, str]:
+    """A search-space entry: `path` drawn log-uniformly between the bounds."""
     return path, f"loguniform({bounds[0]:g}, {bounds[1]:g})"
 
 
-def _small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, mismatch: str) -> _Plan:
+def small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, mismatch: str) -> Plan:
     """Small data: a head alone or LoRA on familiar text, else freeze the lower half."""
     if similar and probe_ok:
         head_lr = (5e-4, 5e-3)
         space = dict([
             ("strategy.name", "choice([feature-extraction, lora])"),
-            _loguniform("train.head_lr", head_lr),
+            loguniform("train.head_lr", head_lr),
             # The L2 strength of the cached head's convex fit, its one real knob: in
             # scikit-learn's terms C = 1 / (rows * weight_decay) from 0.1 to 100.
             ("train.weight_decay", f"loguniform({0.01 / rows:.2g}, {10 / rows:.2g})"),
@@ -282,7 +283,7 @@ def _small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, misma
         lr, head_lr = (1e-4, 1e-3), (5e-4, 5e-3)
         space = dict([
             ("strategy.name", "choice([lora, feature-extraction])"),
-            _loguniform("train.lr", lr), _loguniform("train.head_lr", head_lr),
+            loguniform("train.lr", lr), loguniform("train.head_lr", head_lr),
         ])  # fmt: skip
         reason = (
             "Familiar text, but the frozen features separate these classes only partly: adapt "
@@ -294,7 +295,7 @@ def _small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, misma
     depths = sorted({max(k - 1, 0), k, min(k + 1, num_blocks - 1)})
     space = dict([
         ("strategy.name", "choice([freeze])"), ("strategy.freeze_layers", f"choice({depths})"),
-        _loguniform("train.lr", lr), _loguniform("train.head_lr", head_lr),
+        loguniform("train.lr", lr), loguniform("train.head_lr", head_lr),
     ])  # fmt: skip
     reason = (
         f"Too little data to move every layer safely, and {mismatch}: keep the general lower "
@@ -303,16 +304,16 @@ def _small_plan(similar: bool, probe_ok: bool, num_blocks: int, rows: int, misma
     return "small-dissimilar", "freeze", k, lr, head_lr, space, reason
 
 
-def _large_plan(similar: bool, vocab_ok: bool, mismatch: str) -> _Plan:
+def large_plan(similar: bool, vocab_ok: bool, mismatch: str) -> Plan:
     """Large data: full fine-tuning, at a small lr on familiar text, else higher and longer."""
     if similar:
         lr, head_lr = (1e-5, 3e-5), (1e-4, 5e-4)
-        space = dict([("strategy.name", "choice([full, lora])"), _loguniform("train.lr", lr)])
+        space = dict([("strategy.name", "choice([full, lora])"), loguniform("train.lr", lr)])
         reason = "Enough data to fine-tune everything; a small lr keeps what pretraining learned."
         return "large-similar", "full", 0, lr, head_lr, space, reason
     lr, head_lr = (2e-5, 1e-4), (1e-4, 1e-3)
     space = dict([
-        ("strategy.name", "choice([full])"), _loguniform("train.lr", lr),
+        ("strategy.name", "choice([full])"), loguniform("train.lr", lr),
         ("train.epochs", "choice([3, 5, 8])"),
     ])  # fmt: skip
     reason = (

@@ -80,3 +80,30 @@ def write_evaluation(
     )
     evaluation.save()
     return evaluation
+
+
+def evaluated_versions(config: Config, predictor, heldout, model_dir: Path, tmp_path: Path):
+    """Register the export twice, each evaluated and gated in turn; yield each evaluation and
+    the gate's decision.
+
+    The second version is the same weights with another model card, so it registers as a new
+    version that cannot beat the first.
+    """
+    import shutil
+
+    from ftpipe.registry.promote import promote
+    from ftpipe.registry.tracking import TrainingRun, log_evaluation
+    from ftpipe.registry.versions import register
+    from ftpipe.stages.evaluate import evaluate_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    with (copy / "README.md").open("a") as card:
+        card.write("\nA copy.\n")
+    for attempt, directory in enumerate((Path(model_dir), copy)):
+        with TrainingRun(config, record_dir=tmp_path / str(attempt)) as run:
+            pass
+        evaluation = evaluate_model(predictor, heldout, tmp_path / f"eval{attempt}", str(directory))
+        evaluation.run_id = log_evaluation(evaluation, config, run.run_id)
+        version = register(config, directory, run_id=run.run_id, evaluation=evaluation)
+        yield version, evaluation, promote(config).decision

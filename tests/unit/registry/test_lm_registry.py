@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 import pandas as pd
 import pytest
@@ -14,7 +12,7 @@ from ftpipe.registry.tracking import TrainingRun, log_evaluation
 from ftpipe.registry.versions import register
 from ftpipe.stages.evaluate import evaluate_model, load_heldout
 from ftpipe.train.predictor import Predictor
-from tests.unit.registry.helpers import with_registry
+from tests.unit.registry.helpers import evaluated_versions, with_registry
 
 
 def test_a_chat_model_registers_generates_and_is_gated_on_its_loss(
@@ -24,18 +22,10 @@ def test_a_chat_model_registers_generates_and_is_gated_on_its_loss(
     config = with_registry(config, tracking_uri, model_name)
     predictor = Predictor.load(outcome.model_dir, generation=config.generate, generate_rows=9)
     heldout = load_heldout(config.data.output_dir)
-    copy = tmp_path / "copy"  # the same weights with another model card: a second version
-    shutil.copytree(outcome.model_dir, copy)
-    with (copy / "README.md").open("a") as card:
-        card.write("\nA copy.\n")
     versions = []
-    for attempt, directory in enumerate((outcome.model_dir, copy)):
-        with TrainingRun(config, record_dir=tmp_path / str(attempt)) as run:
-            pass
-        evaluation = evaluate_model(predictor, heldout, tmp_path / f"eval{attempt}", str(directory))
-        evaluation.run_id = log_evaluation(evaluation, config, run.run_id)
-        versions.append(register(config, directory, run_id=run.run_id, evaluation=evaluation))
-        decision = promote(config).decision
+    steps = evaluated_versions(config, predictor, heldout, outcome.model_dir, tmp_path)
+    for attempt, (version, evaluation, decision) in enumerate(steps):
+        versions.append(version)
         assert decision.metric == "loss"  # promote.metric auto: the eval loss, lower is better
         assert decision.challenger == pytest.approx(evaluation.metrics["loss"])
         if attempt == 0:  # no champion, and a loss has no floor

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 import pandas as pd
 
 from ftpipe.registry.client import scoped_mlflow
-from ftpipe.registry.promote import promote
-from ftpipe.registry.tracking import TrainingRun, log_evaluation
-from ftpipe.registry.versions import register
-from ftpipe.stages.evaluate import evaluate_model, load_heldout
+from ftpipe.stages.evaluate import load_heldout
 from ftpipe.train.predictor import Predictor
 from tests.ner_helpers import MERKEL
-from tests.unit.registry.helpers import with_registry
+from tests.unit.registry.helpers import evaluated_versions, with_registry
 
 
 def test_a_tagger_registers_serves_entities_and_is_gated_on_entity_f1(
@@ -25,20 +20,10 @@ def test_a_tagger_registers_serves_entities_and_is_gated_on_entity_f1(
     predictor = Predictor.load(model_dir)
     heldout = load_heldout(config.data.output_dir)
 
-    # The same weights twice; the copy's model card differs, so it registers as a new version
-    # that cannot beat the first.
-    copy = tmp_path / "copy"
-    shutil.copytree(model_dir, copy)
-    with (copy / "README.md").open("a") as card:
-        card.write("\nA copy.\n")
     versions = []
-    for attempt, directory in enumerate((model_dir, copy)):
-        with TrainingRun(config, record_dir=tmp_path / str(attempt)) as run:
-            pass
-        evaluation = evaluate_model(predictor, heldout, tmp_path / f"eval{attempt}", str(directory))
-        evaluation.run_id = log_evaluation(evaluation, config, run.run_id)
-        versions.append(register(config, directory, run_id=run.run_id, evaluation=evaluation))
-        decision = promote(config).decision
+    steps = evaluated_versions(config, predictor, heldout, model_dir, tmp_path)
+    for attempt, (version, evaluation, decision) in enumerate(steps):
+        versions.append(version)
         assert decision.metric == "entity_f1"
         assert decision.challenger == evaluation.metrics["entity_f1"]
         if attempt == 0:  # no champion: the floor (0) against the interval's lower bound
