@@ -15,7 +15,7 @@ CONFIG ?= configs/demo.yaml
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install run sft-demo compile test test-all lint format lock clean
+.PHONY: install run sft-demo bench-sft compile test test-all lint format lock clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,12 @@ run: install
 sft-demo: install
 	$(BIN)/python examples/sft_demo/build_model.py
 	$(BIN)/ftpipe run --config configs/sft-demo.yaml
+
+# Instruction tuning's tokens/s, packed and not, beside TRL's SFTTrainer (the bench extra):
+# rewrites its section of docs/benchmarks.md.
+bench-sft: install
+	$(BIN)/python -m pip install --constraint constraints.txt --editable ".[dev,bench]"
+	$(BIN)/python bench/sft.py --trl
 
 # The pipeline's IR YAML for a Kubeflow cluster: generated, never edited by hand.
 compile: install
@@ -74,7 +80,7 @@ DOCKER ?= docker
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
 IMAGES := ftpipe:cpu ftpipe-cuda:cuda ftpipe-mlflow:mlflow
 # What goes into the images: the tag names the commit only if these are committed.
-IMAGE_INPUTS := src configs examples pyproject.toml constraints.txt README.md infra/docker
+IMAGE_INPUTS := src components pipelines configs examples pyproject.toml constraints.txt README.md infra/docker
 
 .PHONY: images push-images render deploy undeploy
 

@@ -19,7 +19,11 @@ included). After one discarded warm-up run, each layout runs
 `--rounds` times, alternating, and the median is reported, so the machine's drift falls on all
 three alike.
 
-Usage: .venv/bin/python bench/sft.py [--rounds 3] [--epochs 3] [--threads 1] [--micro 16]
+With `--trl`, TRL's SFTTrainer trains the same prepared token ids and labels beside them
+(bench/trl_sft.py), unpacked and packed, in the same rounds: the baseline users coming from TRL
+know. Install it first with `pip install -e .[bench]`.
+
+Usage: .venv/bin/python bench/sft.py [--rounds 3] [--epochs 3] [--threads 1] [--micro 16] [--trl]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 from report import hardware_summary, write_section
 from runs import REPO
+from trl_sft import run_trl, trl_available, trl_rows
 
 from ftpipe.config import load_config
 from ftpipe.data import run_prep
@@ -52,6 +57,8 @@ LAYOUTS = {
     "packed": ("data.packing=true",),
 }
 """Each layout's overrides of configs/sft-demo.yaml."""
+TRL_LAYOUTS = {"TRL SFTTrainer": False, "TRL SFTTrainer, packed": True}
+"""TRL's runs beside them (`--trl`): whether each packs."""
 
 
 def target_tokens(config, data) -> int:
@@ -82,9 +89,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="Epochs per run.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads.")
     parser.add_argument("--micro", type=int, default=16, help="Rows per micro-batch.")
+    parser.add_argument("--trl", action="store_true", help="Also run TRL's SFTTrainer.")
     args = parser.parse_args()
     if not (DEMO / "train.jsonl").exists():
         sys.exit(f"The demo conversations are not at {DEMO}; this benchmark needs them.")
+    if args.trl and not trl_available():
+        sys.exit("--trl needs TRL: install the bench extra with `pip install -e .[bench]`.")
     sys.path.insert(0, str(DEMO))
     from build_model import build
 
@@ -101,34 +111,55 @@ def main() -> None:
         for i, (layout, overrides) in enumerate(LAYOUTS.items())
     }  # fmt: skip
     data = load_prepared(run_prep(configs["unpacked"]).output_dir)
-    targets = target_tokens(configs["unpacked"], data)
+    runs = {layout: lambda c=config: ftpipe_run(c, data) for layout, config in configs.items()}
+    if args.trl:
+        rows = trl_rows(data.splits["train"], data.task)
+        for layout, packed in TRL_LAYOUTS.items():
+            runs[layout] = lambda p=packed: trl_run(model_dir, rows, p, configs["unpacked"],
+                                                    workdir / "trl")  # fmt: skip
     # A first run in a process pays for one-time set-up inside its first steps: discard one.
-    train(configs["unpacked"], data, RankContext(), lambda metrics, staging: None)
-    seconds: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
-    real: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
+    ftpipe_run(configs["unpacked"], data)
+    seconds: dict[str, list[float]] = {layout: [] for layout in runs}
+    real: dict[str, list[float]] = {layout: [] for layout in runs}
     for round_ in range(args.rounds):
-        for layout, config in configs.items():
-            result = train(config, data, RankContext(), lambda metrics, staging: None)
-            seconds[layout].append(result.train_seconds)
-            real[layout].append(result.tokens_per_second)
-            print(f"round {round_ + 1} {layout}: {result.train_seconds:.2f} s", flush=True)
-    body = report(args, configs, data, targets, seconds, real)
-    write_section("sft-packing", "Instruction tuning: packing (CPU)", "bench/sft.py",
-                  hardware_summary(), body)  # fmt: skip
+        for layout, run in runs.items():
+            run_seconds, real_rate = run()
+            seconds[layout].append(run_seconds)
+            real[layout].append(real_rate)
+            print(f"round {round_ + 1} {layout}: {run_seconds:.2f} s", flush=True)
+    body = report(args, configs, data, seconds, real)
+    command = " ".join(["bench/sft.py", *sys.argv[1:]])
+    title = "Instruction tuning: packing" + (", beside TRL's SFTTrainer" if args.trl else "")
+    device = "GPU" if torch.cuda.is_available() else "CPU"
+    write_section("sft-packing", f"{title} ({device})", command, hardware_summary(), body)
     print(body)
 
 
-def report(args, configs, data, targets, seconds, real) -> str:
-    """The docs/benchmarks.md section: the three layouts' rates and packing's speed-up."""
+def ftpipe_run(config, data) -> tuple[float, float]:
+    """Train with ftpipe's core: (training seconds, real tokens/s)."""
+    result = train(config, data, RankContext(), lambda metrics, staging: None)
+    return result.train_seconds, result.tokens_per_second
+
+
+def trl_run(model_dir: Path, rows, packed: bool, config, output_dir: Path) -> tuple[float, float]:
+    """Train with TRL's SFTTrainer: (training seconds, real tokens/s)."""
+    result = run_trl(model_dir, rows, packed=packed, config=config, output_dir=output_dir)
+    return result.seconds, result.real_tokens / result.seconds
+
+
+def report(args, configs, data, seconds, real) -> str:
+    """The docs/benchmarks.md section: every layout's rates, and packing's speed-up."""
     config = configs["unpacked"]
     split = data.splits["train"]
     lengths = split.lengths
+    targets = target_tokens(config, data)
+    precision = "bf16" if torch.cuda.is_available() else "fp32"  # train.precision: auto
     lines = [
         f"Data: the {len(split)} training conversations of examples/sft_demo (10% held out; "
         f"{lengths.min()} to {lengths.max()} tokens, median {np.median(lengths):.0f}), the "
         f"assistant turns the targets: {targets:,} target tokens in {args.epochs} epochs. "
         "Model: the demo's tiny Llama built from a config (examples/sft_demo/build_model.py), "
-        f"full fine-tuning, fp32, batch {config.train.batch_size} in micro-batches of "
+        f"full fine-tuning, {precision}, batch {config.train.batch_size} in micro-batches of "
         f"{args.micro}, data.max_length {config.data.max_length}, {args.epochs} epochs per run, "
         f"torch threads {args.threads}; median of {args.rounds} runs per layout, alternating, "
         "after a discarded warm-up run.",
@@ -137,26 +168,41 @@ def report(args, configs, data, targets, seconds, real) -> str:
         "computed tokens/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    medians = {}
+    median = {layout: statistics.median(times) for layout, times in seconds.items()}
+    rate = {layout: statistics.median(rates) for layout, rates in real.items()}
     for layout, layout_config in configs.items():
         share = padding(layout_config, data, layout)
-        median = statistics.median(seconds[layout])
-        rate = statistics.median(real[layout])
-        medians[layout] = median
         lines.append(
-            f"| {layout} | {share:.1%} | {median:.1f} | {targets / median:,.0f} | {rate:,.0f} "
-            f"| {rate / (1 - share):,.0f} |"
+            f"| {layout} | {share:.1%} | {median[layout]:.1f} | {targets / median[layout]:,.0f} "
+            f"| {rate[layout]:,.0f} | {rate[layout] / (1 - share):,.0f} |"
         )
+    # TRL's collators don't say how much they pad, and it trains every row each epoch (no
+    # partial step dropped): real tokens/s, counted by its trainer, is the rate to compare.
+    lines += [f"| {layout} | | {median[layout]:.1f} | | {rate[layout]:,.0f} | |"
+              for layout in TRL_LAYOUTS if layout in median]  # fmt: skip
     lines += [
         "",
-        f"Packing trains {medians['unpacked'] / medians['packed']:.2f}x the target tokens/s "
-        f"of the unpacked run and {medians['unpacked, length-grouped'] / medians['packed']:.2f}x "
+        f"Packing trains {median['unpacked'] / median['packed']:.2f}x the target tokens/s "
+        f"of the unpacked run and {median['unpacked, length-grouped'] / median['packed']:.2f}x "
         "those of length grouping, on the same rows. Padding share: of the tokens the model "
         "computes, those that are padding (the tail of each padded row, or of each packed "
         "sequence). Computed tokens/s shows what a computed token costs in each layout: packed "
         "sequences are longer (attention grows with the square of their length) and carry an "
         "explicit 4D mask, so packing gains less than the padding it saves.",
     ]
+    if "TRL SFTTrainer" in median:
+        lines += [
+            "",
+            "TRL's SFTTrainer trained the same prepared token ids and labels in the same rounds "
+            "(bench/trl_sft.py; its packing is best-fit decreasing into padding-free sequences "
+            f"whose position ids restart at each row). In real tokens/s, ftpipe unpacked runs at "
+            f"{rate['unpacked'] / rate['TRL SFTTrainer']:.2f}x TRL unpacked, and ftpipe packed "
+            f"at {rate['packed'] / rate['TRL SFTTrainer, packed']:.2f}x TRL packed. TRL packs "
+            "conversations into each of a step's rows, so it takes fewer, fuller steps than "
+            "ftpipe, which packs each micro-batch's rows; and a model this small makes each "
+            "trainer's fixed cost per step (TRL's includes token accuracy and entropy metrics) "
+            "weigh far more than on a real model on a GPU.",
+        ]
     return "\n".join(lines)
 
 

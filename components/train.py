@@ -15,8 +15,13 @@ def train(
     recommendation: Input[Artifact],
     model: Output[Model],
     metrics: Output[Metrics],
+    pipeline_run_id: str = "",
 ) -> NamedTuple("Trained", [("run_id", str)]):
-    """Train with `config` (the sweep's best); the export is the `model` artifact."""
+    """Train with `config` (the sweep's best); the export is the `model` artifact.
+
+    `pipeline_run_id` names the pipeline run in the training run's lineage tags, which the
+    registered version inherits; empty, the stage takes it from its pod (KFP_RUN_ID).
+    """
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -36,6 +41,7 @@ def train(
             },
             outputs={"train.output_dir": parent},
             overrides=tracking_overrides(mlflow_uri),
+            pipeline_run_id=pipeline_run_id,
         ),
         config.path,
         ray_address,

@@ -16,10 +16,12 @@ def tune(
     best_config: Output[Artifact],
     results: Output[Dataset],
     report: Output[HTML],
+    pipeline_run_id: str = "",
 ) -> str:
     """Run the sweep; the best trial's complete config is the `best_config` artifact (YAML).
 
-    `config_hash` is not read: it is here so that KFP's cache keys on it.
+    `config_hash` is not read: it is here so that KFP's cache keys on it. `pipeline_run_id`
+    names the pipeline run in the trial runs' lineage (see `train`).
     """
     import shutil
     from pathlib import Path
@@ -36,6 +38,7 @@ def tune(
             },
             outputs={"tune.output_dir": (sweep.path, sweep.uri)},
             overrides=["tune.final=none", *tracking_overrides(mlflow_uri)],
+            pipeline_run_id=pipeline_run_id,
         ),
         config,
         ray_address,

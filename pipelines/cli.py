@@ -64,13 +64,42 @@ def register(app: typer.Typer) -> None:
     app.command()(schedule)
 
 
-def run(config: ConfigOption, overrides: Overrides = None) -> None:
-    """Run the whole pipeline on this machine: the KFP local runner, local Ray, MLflow."""
-    from pipelines.local import run_local
-
+def run(
+    config: ConfigOption,
+    overrides: Overrides = None,
+    no_kfp: Annotated[
+        bool,
+        typer.Option(
+            "--no-kfp",
+            help="Run the stages one after another in this process instead of through the KFP "
+            "local runner: no cache, a line per stage. What the RayJob on the cluster runs "
+            "(with train.ray_address=auto and train.storage set).",
+        ),
+    ] = False,
+    no_tune: Annotated[
+        bool,
+        typer.Option(
+            "--no-tune",
+            help="With --no-kfp: skip the sweep and train the config as it is (strategy.name="
+            "auto takes the recommendation), e.g. a scheduled retrain of a settled recipe.",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole pipeline: through the KFP local runner, or stage by stage in this process."""
+    if no_tune and not no_kfp:
+        raise typer.BadParameter(
+            "the KFP pipeline always sweeps; add --no-kfp", param_hint="--no-tune"
+        )
     cfg = load_checked_config(config, overrides or [])
     started = time.perf_counter()
-    summary = run_local(cfg)
+    if no_kfp:
+        from pipelines.sequential import run_sequential
+
+        summary = run_sequential(cfg, say=out.print, tune=not no_tune)
+    else:
+        from pipelines.local import run_local
+
+        summary = run_local(cfg)
     minutes, seconds = divmod(time.perf_counter() - started, 60)
     out.print(f"Pipeline {cfg.pipeline.name} finished in {minutes:.0f}m{seconds:02.0f}s.")
     for line in summary.lines():

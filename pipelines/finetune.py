@@ -23,6 +23,7 @@ from components.train import train
 from components.tune import tune
 from ftpipe.config import Config
 from ftpipe.config.sections import StageConfig
+from ftpipe.registry.lineage import KFP_RUN_VAR
 
 
 class Outputs(NamedTuple):
@@ -36,6 +37,10 @@ class Outputs(NamedTuple):
 
 RAY_CLIENT_LABEL = ("ftpipe.io/ray-client", "true")
 """Pod label of the stages that call the Ray Jobs API: infra/'s NetworkPolicy admits these."""
+
+RUN_ID_ENV = (KFP_RUN_VAR, "metadata.labels['pipeline/runid']")
+"""The run's id as environment (name, field path), for lineage: KFP labels each step's pod
+with the id of its run, the UUID of the run's page in the KFP UI and of `ftpipe submit`."""
 
 
 def _secrets(task: dsl.PipelineTask, config: Config, ray: bool) -> dsl.PipelineTask:
@@ -72,13 +77,18 @@ def _configure(task: dsl.PipelineTask, stage: StageConfig, retry: bool) -> dsl.P
     return task
 
 
-def build(config: Config, retry: bool = True):
+def build(config: Config, retry: bool = True, pipeline_run_id: str = ""):
     """The pipeline, with each stage's image and pod settings taken from `config.pipeline`.
 
     Args:
         config: The config whose `pipeline` section sets images and pod settings.
         retry: Whether failed stages retry (a cluster's pod can be preempted; a local run
             fails the same way twice, so `ftpipe run` turns retries off).
+        pipeline_run_id: A KFP placeholder (`dsl.PIPELINE_JOB_*`) for the run's id in the
+            tune and train steps' lineage tags, for the local runner, where pod settings mean
+            nothing. Empty on a cluster: there every step that logs to MLflow reads the run's
+            id from its pod's label (`RUN_ID_ENV`), because an input new in every run could
+            cost the cached steps their cache hits.
     """
     settings = config.pipeline
 
@@ -86,6 +96,7 @@ def build(config: Config, retry: bool = True):
         _configure(task, stage, retry)
         if stage is stages.prep or stage is stages.recommend:
             return task  # neither talks to MLflow or Ray
+        kubernetes.use_field_path_as_env(task, *RUN_ID_ENV)
         return _secrets(task, config, ray=stage is stages.tune or stage is stages.train)
 
     stages = settings.stages
@@ -120,6 +131,7 @@ def build(config: Config, retry: bool = True):
                 mlflow_uri=mlflow_uri,
                 prepared=prepared.outputs["prepared"],
                 recommendation=rec.outputs["recommendation"],
+                pipeline_run_id=pipeline_run_id,
             ),
             stages.tune,
         )
@@ -130,6 +142,7 @@ def build(config: Config, retry: bool = True):
                 mlflow_uri=mlflow_uri,
                 prepared=prepared.outputs["prepared"],
                 recommendation=rec.outputs["recommendation"],
+                pipeline_run_id=pipeline_run_id,
             ),
             stages.train,
         )

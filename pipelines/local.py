@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from kfp import local
+from kfp import dsl, local
 
 from ftpipe.artifacts import absolute_tracking_uri
 from ftpipe.config import Config
@@ -64,7 +64,10 @@ def run_local(config: Config) -> LocalRun:
     with warnings.catch_warnings():
         # Pod settings and container images mean nothing here; the runner says so per task.
         warnings.filterwarnings("ignore", message=".*(have no effect|non-Python base image).*")
-        task = build(config, retry=False)(config=text, ray_address="", mlflow_uri=uri)
+        # The local runner's job id is a random number seen nowhere else; its job name is
+        # the run's directory under pipeline.local_root, which a person can find.
+        pipeline = build(config, retry=False, pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        task = pipeline(config=text, ray_address="", mlflow_uri=uri)
     outputs = task.outputs
     registry = config.model_copy(update={"registry": config.registry.model_copy(
         update={"tracking_uri": uri})})  # fmt: skip

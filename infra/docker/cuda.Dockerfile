@@ -10,12 +10,8 @@
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-cu128
 FROM ${RAY_IMAGE}
 
-ARG GIT_SHA
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-LABEL org.opencontainers.image.title="ftpipe" \
-      org.opencontainers.image.description="ftpipe component image (CUDA 12.8)" \
-      org.opencontainers.image.revision="${GIT_SHA}"
 
 # The base image's `ray` user (uid 1000, gid 100): nothing below runs as root.
 USER 1000:100
@@ -33,6 +29,10 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 # Then ftpipe, every dependency pinned by constraints.txt.
 COPY --chown=1000:100 constraints.txt pyproject.toml README.md ./
 COPY --chown=1000:100 src ./src
+# The pipeline's commands (`ftpipe run`, `compile`, ...) ship beside the library: the RayJob
+# entrypoint is `ftpipe run --no-kfp`.
+COPY --chown=1000:100 components ./components
+COPY --chown=1000:100 pipelines ./pipelines
 RUN pip install --constraint constraints.txt .
 # Fail the build when the base image's ray is not the one constraints.txt pins.
 RUN ray_version="$(python -c 'import ray; print(ray.__version__)')" \
@@ -43,3 +43,12 @@ RUN ray_version="$(python -c 'import ray; print(ray.__version__)')" \
 # (infra/jobs/rayjob.yaml).
 COPY --chown=1000:100 configs ./configs
 COPY --chown=1000:100 examples ./examples
+
+# Last, so that a new commit rebuilds no layer above (an ARG is in every later RUN's
+# environment, hence in its cache key). The commit goes on the image's label and, for
+# the lineage tags of what runs here (there is no .git), into FTPIPE_GIT_SHA.
+ARG GIT_SHA
+LABEL org.opencontainers.image.title="ftpipe" \
+      org.opencontainers.image.description="ftpipe component image (CUDA 12.8)" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+ENV FTPIPE_GIT_SHA=${GIT_SHA}

@@ -50,7 +50,8 @@ def _arrow_uri(uri: str) -> str:
     return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
 
 
-def _filesystem(uri: str):
+def open_filesystem(uri: str):
+    """The pyarrow file system of a URI, and the path within it."""
     import pyarrow.fs
 
     try:
@@ -71,7 +72,7 @@ def localize(location: str | Path) -> Path:
     if not target.is_dir():
         import pyarrow.fs
 
-        filesystem, path = _filesystem(uri)
+        filesystem, path = open_filesystem(uri)
         staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         staging.mkdir(parents=True, exist_ok=True)
         pyarrow.fs.copy_files(path, str(staging), source_filesystem=filesystem)
@@ -88,5 +89,5 @@ def publish(directory: Path, location: str) -> None:
         return
     import pyarrow.fs
 
-    filesystem, path = _filesystem(location)
+    filesystem, path = open_filesystem(location)
     pyarrow.fs.copy_files(str(directory), path, destination_filesystem=filesystem)

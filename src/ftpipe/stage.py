@@ -6,15 +6,20 @@ CLI calls. Without a Ray address the stage runs in this process. With one, tune 
 as a Ray job on the cluster instead (`ftpipe stage stage.json`): the config travels in the
 job's working directory, inputs are read from their object-storage URIs by whoever needs them
 (`ftpipe.artifacts`), and the outputs are written on the cluster and published to their URIs
-when the stage succeeds.
+when the stage succeeds. Wherever it runs, the process that loads the stage's config first sets
+its Hub access from `model.offline`, and a stage of a pipeline run tags what it logs with the
+run's id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ import yaml
 from ftpipe.artifacts import is_uri, localize, publish
 from ftpipe.config import Config
 from ftpipe.config.load import validate_config
+from ftpipe.registry.lineage import NONE, PIPELINE_RUN_VAR, pipeline_run
 from ftpipe.stages import check_config, load_checked_config, stage_run
 
 SPEC = "stage.json"
@@ -43,6 +49,9 @@ class Stage:
         outputs: Config key -> artifact the stage writes.
         overrides: Further dotted config overrides, e.g. ["tune.final=none"].
         arguments: Keyword arguments of the stage's `run`, e.g. {"model": PATH}.
+        pipeline_run_id: The pipeline run the stage belongs to, for the lineage tags of what
+            it logs; empty takes this process's own (KFP_RUN_ID on a KFP cluster's pod), which
+            a Ray job would otherwise not know.
     """
 
     command: str
@@ -50,6 +59,7 @@ class Stage:
     outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     arguments: dict[str, Any] = field(default_factory=dict)
+    pipeline_run_id: str = ""
 
 
 def config_text(config: str) -> str:
@@ -60,10 +70,12 @@ def config_text(config: str) -> str:
 
 
 def load_stage_config(config: str) -> Config:
-    """The validated config of a stage (YAML text or a path), checked by its task."""
-    return check_config(
-        validate_config(yaml.safe_load(config_text(config)), "the pipeline's config")
-    )
+    """The validated config of a stage (YAML text or a path), checked by its task.
+
+    It also allows or forbids Hub downloads for this process as `model.offline` says.
+    """
+    loaded = validate_config(yaml.safe_load(config_text(config)), "the pipeline's config")
+    return check_config(loaded)
 
 
 def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
@@ -80,6 +92,7 @@ def run_stage(stage: Stage, config: str, ray_address: str = "") -> None:
         "arguments": stage.arguments,
         "inputs": {key: pair[pick] for key, pair in stage.inputs.items()},
         "outputs": {key: pair[pick] for key, pair in stage.outputs.items()},
+        "pipeline_run_id": stage.pipeline_run_id or pipeline_run(),
     }
     with tempfile.TemporaryDirectory(prefix=f"ftpipe-{stage.command}-") as work:
         directory = Path(work)
@@ -107,7 +120,28 @@ def execute(spec: Path) -> None:
         }
         artifacts = [f"{key}={value}" for key, value in {**stage["inputs"], **local}.items()]
         config = load_checked_config(spec.with_name(CONFIG), [*stage["overrides"], *artifacts])
-        stage_run(stage["command"])(config, **stage["arguments"])
+        with _pipeline_run(stage["pipeline_run_id"]):
+            stage_run(stage["command"])(config, **stage["arguments"])
         for key, target in stage["outputs"].items():
             if is_uri(target):
                 publish(Path(local[key]), target)
+
+
+@contextlib.contextmanager
+def _pipeline_run(run_id: str) -> Iterator[None]:
+    """FTPIPE_PIPELINE_RUN_ID set to `run_id` (unless "none") while the block runs, then restored.
+
+    Lineage reads it for the tags of what the stage logs, and a local Ray that the stage starts
+    hands it on to its workers. Restored, not left set: one process (a test, a notebook) may run
+    stages of several pipeline runs.
+    """
+    before = os.environ.get(PIPELINE_RUN_VAR)
+    if run_id != NONE:
+        os.environ[PIPELINE_RUN_VAR] = run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PIPELINE_RUN_VAR, None)
+        else:
+            os.environ[PIPELINE_RUN_VAR] = before

@@ -182,6 +182,27 @@ def missing_revision_label(instructions: list[Instruction]) -> list[str]:
     return ["no ARG GIT_SHA with LABEL org.opencontainers.image.revision=${GIT_SHA}"]
 
 
+def commit_not_in_environment(instructions: list[Instruction]) -> list[str]:
+    """Component images whose processes cannot name their commit, or rebuild for every commit.
+
+    ftpipe's lineage reads FTPIPE_GIT_SHA where there is no .git; a RUN after `ARG GIT_SHA` has
+    the commit in its environment, so its layer (torch, ftpipe) is rebuilt for every commit.
+    """
+    problems = []
+    if not any(
+        i.keyword == "ENV" and re.search(r'\bFTPIPE_GIT_SHA="?\$\{?GIT_SHA\b', i.args)
+        for i in instructions
+    ):
+        problems.append("no ENV FTPIPE_GIT_SHA=${GIT_SHA}")
+    declared = [i.line for i in instructions if i.keyword == "ARG" and i.args == "GIT_SHA"]
+    problems += [
+        f"line {i.line}: RUN after ARG GIT_SHA (line {declared[0]}) reruns for every commit"
+        for i in instructions
+        if declared and i.keyword == "RUN" and i.line > declared[0]
+    ]
+    return problems
+
+
 def remote_fetches(instructions: list[Instruction]) -> list[str]:
     """ADD (use COPY) and piping a download into a shell: unpinned code from the network."""
     problems = [f"line {i.line}: ADD {i.args}" for i in instructions if i.keyword == "ADD"]

@@ -49,6 +49,14 @@ def test_component_image_installs_torch_first_at_the_makefile_version(dockerfile
     assert rules.arg_default(parsed, "TORCH_VERSION") == torch.group(1)
 
 
+@pytest.mark.parametrize("dockerfile", COMPONENT, ids=lambda p: p.name)
+def test_component_image_names_its_commit_in_the_environment_and_last(dockerfile):
+    """The build argument `make images` passes becomes FTPIPE_GIT_SHA, for lineage tags."""
+    assert rules.commit_not_in_environment(instructions(dockerfile)) == []
+    makefile = (REPO / "Makefile").read_text()
+    assert "--build-arg GIT_SHA=$$(git rev-parse HEAD)" in makefile
+
+
 @pytest.mark.parametrize(
     ("dockerfile", "variant"), [(COMPONENT[0], "cpu"), (COMPONENT[1], "cu128")], ids=["cpu", "cuda"]
 )
@@ -120,6 +128,12 @@ BAD = [
         "RUN pip install torch==2.13.0\n",
     ),
     ("no-revision", rules.missing_revision_label, "ARG GIT_SHA\nLABEL a=b\n"),
+    ("no-commit-env", rules.commit_not_in_environment, "ARG GIT_SHA\nENV GIT_SHA=${GIT_SHA}\n"),
+    (
+        "commit-before-run",
+        rules.commit_not_in_environment,
+        "ARG GIT_SHA\nRUN pip install -c constraints.txt .\nENV FTPIPE_GIT_SHA=${GIT_SHA}\n",
+    ),
     ("add-url", rules.remote_fetches, "ADD https://example.com/x.sh /x.sh\n"),
     ("curl-sh", rules.remote_fetches, "RUN curl -fsSL https://example.com/i.sh | sh\n"),
 ]
@@ -131,7 +145,11 @@ def test_rule_flags_broken_dockerfile(rule, text):
 
 
 def test_every_rule_has_a_broken_case():
-    assert {rule for _, rule, _ in BAD} == {*rules.ALL_RULES, rules.torch_not_installed_first}
+    assert {rule for _, rule, _ in BAD} == {
+        *rules.ALL_RULES,
+        rules.torch_not_installed_first,
+        rules.commit_not_in_environment,
+    }
 
 
 def test_parser_joins_continuations_and_drops_comments():

@@ -19,18 +19,25 @@ pytestmark = pytest.mark.integration
 TWO_WORKERS = ("train.num_workers=2", "train.batch_size=8")
 
 
+def slow(value):
+    """A parameter that only `make test-all` runs."""
+    return pytest.param(value, marks=pytest.mark.slow)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     import ray
 
-    from ftpipe.train.ray_train import ensure_ray
+    from ftpipe.train.ray_cluster import ensure_ray
 
     ensure_ray(None)  # the local Ray `ftpipe train` starts
     yield
     ray.shutdown()
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+# ZeRO-3 runs in make test; 2 workers at ZeRO-0 also run there on a multi-node cluster
+# (tests/cluster), and the other stages in make test-all.
+@pytest.mark.parametrize("zero_stage", [slow(0), slow(2), 3])
 def test_two_workers_learn_and_export_what_they_measured(tmp_path, tiny_model_dir, zero_stage):
     config = train_config(tmp_path, tiny_model_dir, *TWO_WORKERS,
                           f"train.zero_stage={zero_stage}")  # fmt: skip
@@ -50,7 +57,7 @@ def test_two_workers_learn_and_export_what_they_measured(tmp_path, tiny_model_di
     assert list(checkpoint.glob("rng-rank*.safetensors")) and (checkpoint / "model").is_dir()
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2])
+@pytest.mark.parametrize("zero_stage", [slow(0), 2])
 def test_two_workers_fit_one_cached_head_like_scikit_learn(tmp_path, tiny_model_dir, zero_stage):
     import numpy as np
     from sklearn.metrics import log_loss

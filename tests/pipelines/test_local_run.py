@@ -34,6 +34,8 @@ def test_run_registers_with_lineage_and_promotes_on_the_gate_then_a_rerun_hits_t
         assert version.tags.get(f"ftpipe.{tag}"), sorted(version.tags)
     prepared = json.loads((root / "prep/prepared/fingerprint.json").read_text())
     assert version.tags["ftpipe.data_fingerprint"] == prepared["fingerprint"]
+    # The pipeline run that registered it: locally, the run's name (its artifacts directory).
+    assert version.tags["ftpipe.pipeline_run_id"] == root.name
     # The first version has no champion to beat: the gate promotes it, and the alias says so.
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
     # It decided on the test split, which neither the sweep nor training selected on.

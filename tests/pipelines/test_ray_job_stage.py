@@ -8,7 +8,7 @@ import pytest
 
 from ftpipe.errors import FtpipeError
 from ftpipe.stage import Stage, run_stage
-from ftpipe.train.ray_train import ensure_ray
+from ftpipe.train.ray_cluster import ensure_ray
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("own_ray")]
 

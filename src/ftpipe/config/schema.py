@@ -29,9 +29,9 @@ from ftpipe.config.sections import (
     PromoteConfig,
     RecommendConfig,
     RegistryConfig,
-    TrainConfig,
     TuneConfig,
 )
+from ftpipe.config.train import TrainConfig
 
 
 class ModelConfig(Section):
@@ -43,6 +43,11 @@ class ModelConfig(Section):
 
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin; ignored for local directories."""
+
+    offline: bool = True
+    """Forbid Hugging Face Hub downloads (sets HF_HUB_OFFLINE=1 for the run and its Ray workers):
+    the model, and `hf:` data, must be local or already in the Hub cache (HF_HOME). false lets
+    the run download them, authenticated by HF_TOKEN from the environment when set."""
 
 
 class LoraConfig(Section):

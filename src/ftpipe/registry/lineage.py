@@ -16,15 +16,23 @@ from pathlib import Path
 
 from ftpipe.artifacts import localize
 from ftpipe.config.schema import Config, ModelConfig, config_hash
-from ftpipe.data.prepared import PrepDir
 from ftpipe.hub import resolve_model
 
 PREFIX = "ftpipe."
 PACKAGES = ("ftpipe", "torch", "transformers", "peft", "deepspeed", "ray")
 """Libraries whose versions change what training produces."""
 
-PIPELINE_RUN_ENV = ("FTPIPE_PIPELINE_RUN_ID", "KFP_RUN_ID")
+PIPELINE_RUN_VAR = "FTPIPE_PIPELINE_RUN_ID"
+"""The pipeline run id as `ftpipe.stage` sets it while a stage of a pipeline run runs."""
+
+KFP_RUN_VAR = "KFP_RUN_ID"
+"""The run id on a KFP cluster's pods: the pipeline sets it from their `pipeline/runid` label."""
+
+PIPELINE_RUN_ENV = (PIPELINE_RUN_VAR, KFP_RUN_VAR)
 """Environment variables read, in order, for the pipeline run id."""
+
+GIT_SHA_ENV = "FTPIPE_GIT_SHA"
+"""The commit an image was built from (infra/docker sets it from the GIT_SHA build argument)."""
 
 TUNE_TRIAL_ENV = ("FTPIPE_TUNE_TRIAL_ID",)
 """Environment variables read for the Tune trial id."""
@@ -59,15 +67,23 @@ def lineage_tags(
         "strategy": config.strategy.name,
         "git_commit": commit,
         "git_dirty": dirty,
-        "pipeline_run_id": pipeline_run_id or _from_env(PIPELINE_RUN_ENV),
+        "pipeline_run_id": pipeline_run_id or pipeline_run(),
         "tune_trial_id": tune_trial_id or _from_env(TUNE_TRIAL_ENV),
     }
     tags |= {f"version.{name}": version for name, version in package_versions().items()}
     return {PREFIX + key: value for key, value in tags.items()}
 
 
+def pipeline_run() -> str:
+    """The pipeline run this process works for, from the environment, or "none"."""
+    return _from_env(PIPELINE_RUN_ENV)
+
+
 def read_fingerprint(prep_dir: str | Path) -> str:
     """The data fingerprint prep wrote, or "unknown" when the prep output is not here."""
+    # Imported here: it pulls in torch, and processes that never train read this module.
+    from ftpipe.data.prepared import PrepDir
+
     try:
         return PrepDir(localize(prep_dir)).fingerprint
     except (OSError, ValueError, KeyError):
@@ -75,12 +91,19 @@ def read_fingerprint(prep_dir: str | Path) -> str:
 
 
 def git_state(cwd: str | Path | None = None) -> tuple[str, str]:
-    """(HEAD commit, "true"/"false" for uncommitted changes), or ("unknown", "unknown")."""
+    """(commit, "true"/"false" for uncommitted changes) of the code that runs.
+
+    The git checkout at `cwd` (default: the working directory) when there is one. Else, as in
+    an image, which has no .git, the commit is FTPIPE_GIT_SHA and its cleanliness "unknown";
+    with neither, both are "unknown". A checkout wins over the variable: it is the code this
+    process runs and it can tell whether it is dirty, while the variable was fixed when the
+    image was built and says nothing of code installed on top of it.
+    """
     try:
         commit = _git(cwd, "rev-parse", "HEAD")
         dirty = bool(_git(cwd, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
+        return os.environ.get(GIT_SHA_ENV, "").strip() or "unknown", "unknown"
     return commit, str(dirty).lower()
 
 

@@ -36,14 +36,18 @@ def check_config(config: Config) -> Config:
     """`config`, once its task accepts the settings only a task can judge.
 
     The config layer cannot import the tasks, so it takes `train.metric` and `promote.metric`
-    as any string; the task of `data.task` checks them here (`Task.check_config`).
+    as any string; the task of `data.task` checks them here (`Task.check_config`). Hub access
+    is then set for this process as `model.offline` says, before any model loads or Ray starts
+    (Ray workers inherit it).
 
     Raises:
         ConfigError: Naming the key and the values the task accepts.
     """
+    from ftpipe.hub import set_hub_access
     from ftpipe.tasks import get_task  # imports torch: only once a stage is about to run
 
     get_task(config.data.task).check_config(config)
+    set_hub_access(config.model.offline)
     return config
 
 

@@ -40,7 +40,7 @@ def batch_plan(train: TrainConfig, world_size: int) -> BatchPlan:
     Raises:
         ConfigError: If the global batch is not micro x accumulation x world.
     """
-    micro = train.micro_batch_size or max(1, train.batch_size // world_size)
+    micro = train.micro_batch(world_size)
     accumulation, remainder = divmod(train.batch_size, micro * world_size)
     if remainder or accumulation < 1:
         raise ConfigError(

@@ -17,6 +17,7 @@ import torch
 
 from ftpipe.config import Config, load_config
 from ftpipe.data.prepared import load_prepared
+from ftpipe.hub import set_hub_access
 from ftpipe.strategies.recommend import resolve_auto
 from ftpipe.train.checkpoint import LocalCheckpoints
 from ftpipe.train.loop import RankContext, init_distributed, train
@@ -63,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = resolve_auto(load_config(args.config, args.overrides))
+    set_hub_access(config.model.offline)  # before the model loads, in every torchrun rank
     outcome = train_local(config)
     if outcome.model_dir:
         print(f"Exported {outcome.model_dir}")

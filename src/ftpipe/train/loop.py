@@ -235,6 +235,9 @@ class Progress:
             "step": done,
             "epoch": done / self.plan.steps_per_epoch,
             "start_step": self.start,
+            # An elastic run's worker count may change at a restart; the global batch doesn't.
+            "workers": self.ctx.world_size,
+            "accumulation": self.plan.batch.accumulation,
             "train_samples_per_second": self.rows / max(self.train_seconds, 1e-9),
             **(self.plan.padding.fields() if self.plan.padding is not None else {}),
         }

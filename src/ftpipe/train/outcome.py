@@ -39,8 +39,12 @@ def finish(
     metrics: dict,
     final_metrics: dict,
     history: list[dict] | None = None,
+    location: str | None = None,
 ) -> Outcome:
     """Copy the best checkpoint's export to output_dir/model and write result.json.
+
+    `location` is where the checkpoint lives when `best_checkpoint` is a local copy of it
+    (from object storage); the outcome records it.
 
     Raises:
         FtpipeError: If the best checkpoint holds no export.
@@ -54,7 +58,8 @@ def finish(
     shutil.copytree(source, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)  # readers never see a half-copied export
-    outcome = Outcome(str(target), str(best_checkpoint), metrics, final_metrics, history or [])
+    outcome = Outcome(str(target), location or str(best_checkpoint), metrics, final_metrics,
+                      history or [])  # fmt: skip
     (output_dir / "result.json").write_text(json.dumps(asdict(outcome), indent=2) + "\n")
     return outcome
 

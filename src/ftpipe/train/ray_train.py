@@ -25,54 +25,69 @@ from ftpipe.errors import ConfigError, DataError, FtpipeError
 from ftpipe.train.checkpoint import read_trainer_state
 from ftpipe.train.deepspeed import batch_plan
 from ftpipe.train.outcome import Outcome, finish
+from ftpipe.train.ray_cluster import ensure_ray
+from ftpipe.train.run_storage import RunStorage
 
 log = logging.getLogger(__name__)
-
-
-def ensure_ray(address: str | None) -> None:
-    """Join the cluster at `address`, or start a quiet local Ray (once per process)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray.init(
-        address=address,
-        # The dashboard serves the state API, which Ray Train needs to free the resources of
-        # a run that was stopped (a trial ASHA cut). It listens on 127.0.0.1 only.
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        logging_level=logging.WARNING,
-        # Ray's own loggers at ERROR in every process: its per-report and set-up lines drown
-        # the training log. Failures still surface, and as the exception fit() raises.
-        logging_config=ray.LoggingConfig(log_level="ERROR"),
-        log_to_driver=True,
-        # An offline driver means offline workers; ship no code.
-        runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k == "HF_HUB_OFFLINE"}},
-    )
 
 
 def train_ray(config: Config, run_name: str | None = None) -> Outcome:
     """Fine-tune with `config.train.num_workers` Ray Train workers and export the best model.
 
+    Checkpoints go to `train.storage` (or output_dir/ray). A run of the same config that a
+    killed driver left unfinished there is resumed at its last checkpoint.
+
     Args:
         config: The run's config; its prep output must exist.
-        run_name: Name of the run under output_dir/ray; a new timestamped one by default,
-            because Ray resumes a run whose name already exists in storage.
+        run_name: Name of the run in storage; by default the config's unfinished run, or a new
+            timestamped one (Ray resumes a run whose name already exists in storage).
     """
-    ensure_ray(config.train.ray_address)
     output_dir = Path(config.train.output_dir).absolute()
-    name = run_name or f"train-{config_hash(config)[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = build_trainer(config, name, output_dir / "ray").fit()
+    storage = RunStorage.open(config.train.storage or output_dir / "ray")
+    prefix = f"train-{config_hash(config)[:8]}"
+    name = run_name or storage.unfinished(prefix)
+    if name:
+        log.info("Resuming %s at its last checkpoint", storage.uri(name))
+    name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ensure_ray(config.train.ray_address)
+    check_storage_reach(storage, "train.storage")
+    result = build_trainer(config, name, storage).fit()
     best_checkpoint, best_metrics = best_of(result, higher_is_better(config))
     # The full evaluation history lives in the latest checkpoint, which Ray always keeps
     # (its metrics_dataframe holds only the reports whose checkpoints retention kept).
     with result.checkpoint.as_directory() as latest:
         history = read_trainer_state(Path(latest)).history
     with best_checkpoint.as_directory() as directory:
-        return finish(output_dir, Path(directory), best_metrics, result.metrics, history)
+        outcome = finish(output_dir, Path(directory), best_metrics, result.metrics, history,
+                         storage.reach(best_checkpoint.path))  # fmt: skip
+    storage.mark_finished(name)
+    return outcome
 
 
-def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[Any] = ()):
+def check_storage_reach(storage: RunStorage, key: str) -> None:
+    """Refuse checkpoints on this machine's disk when the Ray cluster has other nodes.
+
+    A path the user named is taken as a shared file system; only the default, a directory
+    under output_dir, is known to be one node's.
+
+    Raises:
+        ConfigError: If `key` is unset, its default is local, and the cluster has more nodes.
+    """
+    import ray
+
+    nodes = [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
+    if storage.is_object_store or len(nodes) < 2:
+        return
+    raise ConfigError(
+        f"{key} is not set, so checkpoints would go to {storage.location} on this machine, but "
+        f"the Ray cluster has {len(nodes)} nodes: a worker on another node could neither write "
+        f"there nor resume from it. Set {key} to an object-storage URI (s3://BUCKET/PREFIX or "
+        "gs://...; credentials from AWS_* or GOOGLE_APPLICATION_CREDENTIALS) or to a path every "
+        "node mounts at the same place."
+    )
+
+
+def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Sequence[Any] = ()):
     """A TorchTrainer that runs the training core on `config.train.num_workers` workers.
 
     Args:
@@ -89,6 +104,7 @@ def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[
     if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     preflight(config, use_gpu)
+    workers = config.train.num_workers
     return TorchTrainer(
         _worker,
         train_loop_config={
@@ -97,14 +113,16 @@ def build_trainer(config: Config, name: str, storage: Path, callbacks: Sequence[
             "cwd": os.getcwd(),
         },
         scaling_config=ScalingConfig(
-            num_workers=config.train.num_workers,
+            num_workers=workers if isinstance(workers, int) else tuple(workers),
             use_gpu=use_gpu,
             resources_per_worker={"CPU": config.train.cpus_per_worker}
             | ({"GPU": 1} if use_gpu else {}),
+            placement_strategy=config.train.placement,
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.train.keep_checkpoints,
@@ -127,7 +145,7 @@ def preflight(config: Config, use_gpu: bool) -> None:
             GPUs, or too little data for one global batch.
     """
     prep = PrepDir.open(config.data.output_dir)
-    plan = batch_plan(config.train, config.train.num_workers)
+    plan = batch_plan(config.train, config.train.worker_range[0])  # the most rows per worker
     if not use_gpu and config.train.precision in ("bf16", "fp16"):
         raise ConfigError(
             f"train.precision={config.train.precision} needs GPUs, and the workers get none "
@@ -206,10 +224,9 @@ def submit_job(address: str, argv: list[str], working_dir: Path, name: str) -> N
                 job = client.submit_job(
                     entrypoint=shlex.join(["ftpipe", *argv]),
                     submission_id=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                    runtime_env={
-                        "working_dir": str(working_dir),
-                        "env_vars": {"HF_HUB_OFFLINE": "1"},
-                    },
+                    # No env_vars: the job's driver sets Hub access from the config's
+                    # `model.offline`, and ensure_ray hands it on to its workers.
+                    runtime_env={"working_dir": str(working_dir)},
                 )
                 break
             except RuntimeError as exc:  # a head that just started has no job agent yet

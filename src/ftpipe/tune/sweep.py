@@ -32,6 +32,7 @@ from ftpipe.config.schema import canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import FtpipeError
 from ftpipe.train.outcome import Outcome, finish
+from ftpipe.train.run_storage import RunStorage
 from ftpipe.tune.report import stop_reason, trial_rows, write_plots, write_results
 from ftpipe.tune.space import Sampler, parse_space
 
@@ -81,7 +82,8 @@ def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcom
         FtpipeError: On an invalid search space, a sweep that exists (without `resume`) or is
             missing (with it), or a sweep in which no trial reported a metric.
     """
-    from ftpipe.train.ray_train import ensure_ray, higher_is_better
+    from ftpipe.train.ray_cluster import ensure_ray
+    from ftpipe.train.ray_train import check_storage_reach, higher_is_better
 
     space = dict(config.tune.search_space) or _suggested_space(config)
     grid_search = config.tune.search == "grid"
@@ -91,12 +93,14 @@ def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcom
     metric = _metric_name(config)
     mode = "max" if higher_is_better(config) else "min"
     name = sweep_name(config)
-    storage = Path(config.tune.output_dir).absolute()
-    directory = storage / name
+    outputs = Path(config.tune.output_dir).absolute()
+    directory = outputs / name
     ensure_ray(config.train.ray_address)
+    storage = RunStorage.open(config.tune.storage or outputs)
+    check_storage_reach(storage, "tune.storage")
 
     # The sweep is one MLflow run; each trial a run nested under it.
-    with track(base, run_name=name, record_dir=storage) as sweep_run:
+    with track(base, run_name=name, record_dir=outputs) as sweep_run:
         outcome = _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
                          (track, sweep_run), resume)  # fmt: skip
         for path in (outcome.results, outcome.best_config, directory / "best.json",
@@ -110,29 +114,35 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     from ray import tune
     from ray.tune import RunConfig, TuneConfig, Tuner
 
-    directory = storage / name
+    directory = Path(config.tune.output_dir).absolute() / name
     track, sweep_run = parent
     parent_run_id = sweep_run.run_id
     trainable = tune.with_parameters(
-        _trial, base=base_raw, directory=str(directory), track=track, parent_run_id=parent_run_id
-    )
+        _trial, base=base_raw, directory=str(directory), storage=storage.uri(name), track=track,
+        parent_run_id=parent_run_id,
+    )  # fmt: skip
     # The trial function only coordinates its Ray Train run, whose workers hold the CPUs and
     # GPUs. Tune needs a non-empty request: a token of memory, so even a small share of a CPU
     # cannot leave a trial's last worker without room.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
+    state = f"{storage.path}/{name}"  # Tune's own state, where trials can reach it
+    exists = Tuner.can_restore(state, storage_filesystem=storage.filesystem)
     if resume:
-        if not Tuner.can_restore(str(directory)):
+        if not exists:
             raise FtpipeError(
-                f"tune --resume found no sweep at {directory}. Start it without --resume (the "
-                "same config gives the same sweep name)."
+                f"tune --resume found no sweep at {storage.uri(name)}. Start it without "
+                "--resume (the same config gives the same sweep name)."
             )
-        log.info("Resuming %s: finished trials are kept, unfinished ones continue", directory)
-        tuner = Tuner.restore(str(directory), trainable=trainable, resume_errored=True)
+        log.info("Resuming %s: finished trials are kept, unfinished ones continue",
+                 storage.uri(name))  # fmt: skip
+        tuner = Tuner.restore(state, trainable=trainable, resume_errored=True,
+                              storage_filesystem=storage.filesystem)  # fmt: skip
     else:
-        if directory.exists():
+        if exists or directory.exists():
             raise FtpipeError(
-                f"A sweep of this config already exists at {directory}. Pass --resume to "
-                "continue it, or delete the directory to start over."
+                f"A sweep of this config already exists at {storage.uri(name)}. Pass --resume "
+                "to continue it, or delete it (and its outputs in tune.output_dir) to start "
+                "over."
             )
         tuner = Tuner(
             trainable,
@@ -146,7 +156,9 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
                 max_concurrent_trials=config.tune.max_concurrent_trials,
                 time_budget_s=config.tune.time_budget_s,
             ),
-            run_config=RunConfig(name=name, storage_path=str(storage)),
+            run_config=RunConfig(
+                name=name, storage_path=storage.path, storage_filesystem=storage.filesystem
+            ),
         )
     grid = tuner.fit()
     # Tune ends a trial's process when ASHA stops it or its last result is in, often before
@@ -163,6 +175,7 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
             "search space and train settings with `ftpipe train` on one point first."
         )
     rows = trial_rows(grid, metric, mode, lambda params: _trial_config(base_raw, params))
+    directory.mkdir(parents=True, exist_ok=True)  # Tune's own state may live elsewhere
     results = write_results(rows, directory)
     write_plots(grid, rows, directory, metric)
     history = best.metrics_dataframe
@@ -171,7 +184,7 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     best_config = _trial_config(base_raw, best.config)
     best_yaml = directory / "best.yaml"
     best_yaml.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
-    checkpoint = str(top.get("checkpoint_path", ""))
+    checkpoint = storage.reach(str(top.get("checkpoint_path", "")))
     summary = {"metric": metric, "best": float(top[metric]), "config": best.config,
                "checkpoint": checkpoint, "trial": best.path}  # fmt: skip
     (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -181,8 +194,9 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
 
 
 def _trial(
-    params: dict[str, Any], base: dict, directory: str, track: Track, parent_run_id: str
-) -> None:
+    params: dict[str, Any], base: dict, directory: str, storage: str, track: Track,
+    parent_run_id: str,
+) -> None:  # fmt: skip
     """One trial: the base config with the sampled values, trained by Ray Train."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -193,11 +207,12 @@ def _trial(
     context = tune.get_context()
     # Beside Tune's own record of the trial, in the sweep's storage (checkpoints must outlive
     # the Ray session, whose local trial directory is temporary).
-    trial_dir = Path(directory) / Path(context.get_trial_dir()).name
+    trial = Path(context.get_trial_dir()).name
     config = validate_config(
-        apply_overrides(config.model_dump(mode="json"), [f"train.output_dir={trial_dir}"])
+        apply_overrides(config.model_dump(mode="json"), [f"train.output_dir={directory}/{trial}"])
     )
-    trainer = build_trainer(config, f"train-{context.get_trial_id()}", trial_dir / "ray",
+    trainer = build_trainer(config, f"train-{context.get_trial_id()}",
+                            RunStorage.open(f"{storage}/{trial}"),
                             callbacks=[TuneReportCallback()])  # fmt: skip
     with track(config, parent_run_id=parent_run_id,
                tune_trial_id=context.get_trial_id()) as run:  # fmt: skip
@@ -317,6 +332,7 @@ def _final_step(config, best_config, checkpoint, directory, metrics) -> Outcome 
     if config.tune.final == "none":
         return None
     if config.tune.final == "reuse":
+        checkpoint = localize(checkpoint) if checkpoint else ""
         if not checkpoint or not (Path(checkpoint) / "model").is_dir():
             raise FtpipeError(
                 f"The best trial's checkpoint {checkpoint or '(none)'} holds no export; set "

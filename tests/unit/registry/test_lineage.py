@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from ftpipe.config import config_hash
-from ftpipe.registry.lineage import NONE, PACKAGES, base_model_revision, lineage_tags
+from ftpipe.registry.lineage import (
+    GIT_SHA_ENV,
+    KFP_RUN_VAR,
+    NONE,
+    PACKAGES,
+    PIPELINE_RUN_VAR,
+    base_model_revision,
+    git_state,
+    lineage_tags,
+    pipeline_run,
+)
 from ftpipe.registry.params import MAX_PARAM_CHARS, flatten, split_params
+from ftpipe.stage import _pipeline_run
 from tests.helpers import REPO
 
 
@@ -61,6 +73,48 @@ def test_base_model_revision_prefers_the_pin_and_hashes_local_weights(make_confi
 def test_outside_a_git_repository_the_commit_is_unknown(make_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
     tags = lineage_tags(make_config(train="unused.csv"))
     assert tags["ftpipe.git_commit"] == "unknown"
     assert tags["ftpipe.data_fingerprint"] == "unknown"  # prep has not run
+
+
+def test_an_image_without_a_checkout_names_the_commit_it_was_built_from(
+    make_config, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # as in an image: no .git anywhere above
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.setenv(GIT_SHA_ENV, "0123456789abcdef0123456789abcdef01234567")
+    tags = lineage_tags(make_config(train="unused.csv"))
+    assert tags["ftpipe.git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert tags["ftpipe.git_dirty"] == "unknown"  # the variable cannot tell
+    # An image built without the build argument sets the variable empty: still unknown.
+    monkeypatch.setenv(GIT_SHA_ENV, "")
+    assert git_state() == ("unknown", "unknown")
+
+
+def test_a_checkout_wins_over_the_image_commit(monkeypatch):
+    monkeypatch.setenv(GIT_SHA_ENV, "f" * 40)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    commit, dirty = git_state(REPO)
+    assert commit == head.stdout.strip() != "f" * 40
+    assert dirty in ("true", "false")
+
+
+def test_a_stage_of_a_pipeline_run_is_tagged_with_it_and_leaves_the_environment_as_it_was(
+    make_config, monkeypatch
+):
+    monkeypatch.delenv(PIPELINE_RUN_VAR, raising=False)
+    monkeypatch.setenv(KFP_RUN_VAR, "3f2a")  # what a KFP cluster's pod is told
+    config = make_config(train="unused.csv")
+    assert pipeline_run() == "3f2a"
+
+    with _pipeline_run("ftpipe-finetune-2026-01-02-03-04-05-000006"):  # the local runner's
+        tags = lineage_tags(config, "f" * 64)
+    assert tags["ftpipe.pipeline_run_id"] == "ftpipe-finetune-2026-01-02-03-04-05-000006"
+    assert PIPELINE_RUN_VAR not in os.environ and pipeline_run() == "3f2a"
+
+    monkeypatch.delenv(KFP_RUN_VAR)
+    with _pipeline_run(NONE):  # a stage outside any pipeline run sets nothing
+        assert PIPELINE_RUN_VAR not in os.environ
+        assert lineage_tags(config, "f" * 64)["ftpipe.pipeline_run_id"] == NONE

@@ -69,3 +69,24 @@ def test_feature_extraction_under_zero3_is_refused():
                 "train": {"zero_stage": 3},
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("values", "world", "expected"),
+    [
+        ({"batch_size": 16, "num_workers": [1, 2]}, 2, (8, 1)),  # micro: batch / most workers
+        ({"batch_size": 16, "num_workers": [1, 2]}, 1, (8, 2)),
+        ({"batch_size": 48, "micro_batch_size": 4, "num_workers": [1, 4]}, 3, (4, 4)),
+        ({"batch_size": 48, "micro_batch_size": 4, "num_workers": [1, 4]}, 1, (4, 12)),
+    ],
+)
+def test_an_elastic_run_keeps_its_global_batch_as_workers_come_and_go(values, world, expected):
+    plan = batch_plan(train_section(**values), world)
+    assert (plan.micro, plan.accumulation, plan.global_batch) == (*expected, values["batch_size"])
+
+
+def test_a_worker_range_whose_counts_do_not_all_divide_the_batch_is_refused():
+    with pytest.raises(ConfigError, match=r"train\.num_workers \(3\).*or the worker range"):
+        train_section(batch_size=16, num_workers=[1, 4])  # 16 / 4 = micro 4; 3 x 4 != 16
+    with pytest.raises(ConfigError, match=r"1 <= min <= max"):
+        train_section(num_workers=[3, 2])
