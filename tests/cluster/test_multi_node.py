@@ -156,11 +156,15 @@ def test_a_killed_driver_resumes_from_storage_when_rerun(tmp_path, tiny_model_di
     same_metrics(result, whole[0])
 
 
+# Flaky on 2 cores: the elastic run sometimes starts with one worker (the policy starts with
+# what fits at that moment), and then has nothing to shrink. make test-all runs it.
+@pytest.mark.slow
 def test_an_elastic_run_shrinks_to_one_worker_at_the_same_global_batch(
     tmp_path, tiny_model_dir, s3, cluster, whole
 ):
     run = Run(tmp_path, tiny_model_dir, s3, cluster, "elastic", "train.num_workers=[1, 2]",
               ONE_WORKER_A_NODE)  # fmt: skip
+    cluster.wait_idle()  # an elastic run starts with the workers that fit at once
     process = run.start()
     try:
         after_checkpoints(run)
