@@ -125,15 +125,20 @@ def after_checkpoints(run: Run) -> None:
     wait_for(lambda: run.checkpoints() >= 4, "a fourth checkpoint", timeout=300)
 
 
-def test_a_dead_node_costs_a_restart_not_the_run(tmp_path, tiny_model_dir, s3, cluster, whole):
-    run = Run(tmp_path, tiny_model_dir, s3, cluster, "node-kill", "train.num_workers=2")
+def losing_node_b(run: Run, cluster: RayCluster) -> dict:
+    """Start the run, kill node b once checkpoints are in, and finish; node b then returns."""
     process = run.start()
     try:
         after_checkpoints(run)
         cluster.kill("b")
-        result = run.finish(process)
+        return run.finish(process)
     finally:
         cluster.add_worker("b")
+
+
+def test_a_dead_node_costs_a_restart_not_the_run(tmp_path, tiny_model_dir, s3, cluster, whole):
+    run = Run(tmp_path, tiny_model_dir, s3, cluster, "node-kill", "train.num_workers=2")
+    result = losing_node_b(run, cluster)
     # The restarted workers began at a checkpoint's step, both on the surviving node.
     resumed_at_checkpoint(result)
     assert result["final_metrics"]["workers"] == 2
@@ -165,13 +170,7 @@ def test_an_elastic_run_shrinks_to_one_worker_at_the_same_global_batch(
     run = Run(tmp_path, tiny_model_dir, s3, cluster, "elastic", "train.num_workers=[1, 2]",
               ONE_WORKER_A_NODE)  # fmt: skip
     cluster.wait_idle()  # an elastic run starts with the workers that fit at once
-    process = run.start()
-    try:
-        after_checkpoints(run)
-        cluster.kill("b")
-        result = run.finish(process)
-    finally:
-        cluster.add_worker("b")
+    result = losing_node_b(run, cluster)
     history = result["history"]
     assert (history[0]["workers"], history[0]["accumulation"]) == (2, 1)
     # After the node's loss, one worker does the two workers' rows in two micro-batches.

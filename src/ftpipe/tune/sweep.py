@@ -112,7 +112,6 @@ def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcom
 def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage, parent, resume):
     """Run the trials, then write the results, the best config and the final step."""
     from ray import tune
-    from ray.tune import RunConfig, TuneConfig, Tuner
 
     directory = Path(config.tune.output_dir).absolute() / name
     track, sweep_run = parent
@@ -125,6 +124,50 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     # GPUs. Tune needs a non-empty request: a token of memory, so even a small share of a CPU
     # cannot leave a trial's last worker without room.
     trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
+    tuner = _tuner(config, trainable, samplers, grid_search, (metric, mode), storage,
+                   (name, directory), resume)  # fmt: skip
+    grid = tuner.fit()
+    # Tune ends a trial's process when ASHA stops it or its last result is in, often before
+    # the trial's own `with track(...)` closes: end those runs with Tune's verdict.
+    sweep_run.end_child_runs(_trial_stops(grid, metric, base_raw))
+
+    try:
+        best = grid.get_best_result(metric=metric, mode=mode, scope="all")
+    except RuntimeError:
+        best = None
+    if best is None or best.metrics is None or metric not in best.metrics:
+        raise FtpipeError(
+            f"No trial of {directory} reported {metric}; see the trial errors above. Check the "
+            "search space and train settings with `ftpipe train` on one point first."
+        )
+    rows = trial_rows(grid, metric, mode, lambda params: _trial_config(base_raw, params))
+    directory.mkdir(parents=True, exist_ok=True)  # Tune's own state may live elsewhere
+    results = write_results(rows, directory)
+    write_plots(grid, rows, directory, metric)
+    history = best.metrics_dataframe
+    # Stable: among tied evaluations the first is the one that exported its model.
+    top = history.sort_values(metric, ascending=mode == "min", kind="stable").iloc[0]
+    best_config = _trial_config(base_raw, best.config)
+    best_yaml = directory / "best.yaml"
+    best_yaml.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
+    checkpoint = storage.reach(str(top.get("checkpoint_path", "")))
+    summary = {"metric": metric, "best": float(top[metric]), "config": best.config,
+               "checkpoint": checkpoint, "trial": best.path}  # fmt: skip
+    (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("Best trial: %s=%.4f with %s", metric, top[metric], best.config)
+    final = _final_step(config, best_config, checkpoint, directory, top.to_dict())
+    return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final)
+
+
+def _tuner(config, trainable, samplers, grid_search, objective, storage, where, resume):
+    """A new Tuner for the sweep, or the stored one with `resume`.
+
+    Raises:
+        FtpipeError: If the sweep exists without `resume`, or is missing with it.
+    """
+    from ray.tune import RunConfig, TuneConfig, Tuner
+
+    (metric, mode), (name, directory) = objective, where
     state = f"{storage.path}/{name}"  # Tune's own state, where trials can reach it
     exists = Tuner.can_restore(state, storage_filesystem=storage.filesystem)
     if resume:
@@ -160,37 +203,7 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem
             ),
         )
-    grid = tuner.fit()
-    # Tune ends a trial's process when ASHA stops it or its last result is in, often before
-    # the trial's own `with track(...)` closes: end those runs with Tune's verdict.
-    sweep_run.end_child_runs(_trial_stops(grid, metric, base_raw))
-
-    try:
-        best = grid.get_best_result(metric=metric, mode=mode, scope="all")
-    except RuntimeError:
-        best = None
-    if best is None or best.metrics is None or metric not in best.metrics:
-        raise FtpipeError(
-            f"No trial of {directory} reported {metric}; see the trial errors above. Check the "
-            "search space and train settings with `ftpipe train` on one point first."
-        )
-    rows = trial_rows(grid, metric, mode, lambda params: _trial_config(base_raw, params))
-    directory.mkdir(parents=True, exist_ok=True)  # Tune's own state may live elsewhere
-    results = write_results(rows, directory)
-    write_plots(grid, rows, directory, metric)
-    history = best.metrics_dataframe
-    # Stable: among tied evaluations the first is the one that exported its model.
-    top = history.sort_values(metric, ascending=mode == "min", kind="stable").iloc[0]
-    best_config = _trial_config(base_raw, best.config)
-    best_yaml = directory / "best.yaml"
-    best_yaml.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
-    checkpoint = storage.reach(str(top.get("checkpoint_path", "")))
-    summary = {"metric": metric, "best": float(top[metric]), "config": best.config,
-               "checkpoint": checkpoint, "trial": best.path}  # fmt: skip
-    (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    log.info("Best trial: %s=%.4f with %s", metric, top[metric], best.config)
-    final = _final_step(config, best_config, checkpoint, directory, top.to_dict())
-    return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final)
+    return tuner
 
 
 def _trial(
