@@ -4,9 +4,9 @@
   group it is plain torch DDP (the reference Ray Train measures itself against).
 - `ddp_speed`: that DDP loop in two gloo processes, one CPU thread each.
 - `allreduce_seconds`: one step's gradient all-reduce timed alone, flattened or in place.
-- `ray_worker_reducing_in_place`: a Ray Train worker running the core with `reduce_in_place`
-  instead of DeepSpeed's ZeRO-0 reduction, so the bench measures that change before it is
-  made in src/ftpipe/train/setup.py.
+- `ray_worker_with_deepspeeds_reduction`: a Ray Train worker running the core with
+  DeepSpeed's own ZeRO-0 reduction instead of the core's in-place average, so the bench keeps
+  measuring what that change bought.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ftpipe.config.load import validate_config
 from ftpipe.data.prepared import PreparedData, batches, load_prepared
 from ftpipe.train.batching import rank_order
 from ftpipe.train.model import load_base_model
+from ftpipe.train.reduction import average_gradients
 
 Plan = tuple[int, int, int, int]
 """Steps, warm-up steps, rows per micro-batch, micro-batches per step: the same on every path."""
@@ -123,7 +124,8 @@ def _allreduce_rank(rank: int, shapes: list[tuple[int, ...]], port: int, out: st
     """One of two gloo ranks timing one step's gradient all-reduce, two ways.
 
     DeepSpeed's ZeRO-0 way flattens every gradient into one buffer, reduces it and copies it
-    back; the in-place way reduces each gradient where it lies. Each way's median of 5 rounds.
+    back; the core's way (ftpipe.train.reduction) averages each gradient where it lies. Each
+    way's median of 5 rounds.
     """
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
@@ -131,6 +133,9 @@ def _allreduce_rank(rank: int, shapes: list[tuple[int, ...]], port: int, out: st
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)  # fmt: skip
     grads = [torch.randn(shape) for shape in shapes]
+    module = torch.nn.ParameterList(torch.nn.Parameter(torch.empty_like(g)) for g in grads)
+    for param, grad in zip(module, grads, strict=True):
+        param.grad = grad
     seconds: dict[str, list[float]] = {"flattened": [], "in place": []}
     for way in list(seconds) * 5:
         dist.barrier()
@@ -138,11 +143,11 @@ def _allreduce_rank(rank: int, shapes: list[tuple[int, ...]], port: int, out: st
         if way == "flattened":
             flat = _flatten_dense_tensors(grads)
             dist.all_reduce(flat)
+            flat.div_(2)
             for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
                 grad.copy_(reduced)
         else:
-            for work in [dist.all_reduce(grad, async_op=True) for grad in grads]:
-                work.wait()
+            average_gradients(module)  # the core's own
         seconds[way].append(time.perf_counter() - started)
     if rank == 0:
         Path(out).write_text(json.dumps({way: sorted(t)[2] for way, t in seconds.items()}))
@@ -159,48 +164,15 @@ def allreduce_seconds(model: torch.nn.Module, workdir: Path) -> dict[str, float]
     return json.loads(out.read_text())
 
 
-def reduce_in_place(engine: Any) -> None:
-    """Make a ZeRO-0 fp32 DeepSpeed engine average gradients where they lie, as DDP does.
-
-    DeepSpeed's ZeRO-0 reduction (`allreduce_gradients` after the step's last backward pass)
-    allocates one buffer of every gradient, reduces it and copies each gradient back. This
-    one starts an all-reduce on each gradient, waits for all of them and scales by 1/world:
-    the same sum and the same scaling, without the allocation and the two copies. Like
-    DeepSpeed it reduces every parameter that requires a gradient at that moment (gradual
-    unfreezing changes which), zero-filling a missing gradient so every rank reduces the
-    same tensors in the same order.
-    """
-
-    def allreduce_gradients(bucket_size: int | None = None) -> None:
-        if not engine.is_gradient_accumulation_boundary():
-            return  # DeepSpeed calls this after every backward pass
-        grads = []
-        for param in engine.module.parameters():
-            if param.requires_grad and param.numel():
-                if param.grad is None:
-                    param.grad = torch.zeros_like(param)
-                grads.append(param.grad)
-        for work in [dist.all_reduce(grad, async_op=True) for grad in grads]:
-            work.wait()
-        torch._foreach_mul_(grads, 1.0 / dist.get_world_size())
-
-    engine.allreduce_gradients = allreduce_gradients
-
-
-def ray_worker_reducing_in_place(loop_config: dict[str, Any]) -> None:
-    """ftpipe's Ray Train worker, its engine reducing gradients with `reduce_in_place`.
+def ray_worker_with_deepspeeds_reduction(loop_config: dict[str, Any]) -> None:
+    """ftpipe's Ray Train worker, its gradients reduced by DeepSpeed's flatten-and-copy.
 
     It runs in a Ray worker process of its own (bench/, the driver's script directory, is on
-    the workers' path), so replacing the core's `build_engine` here changes no other run.
+    the workers' path), so switching the core's in-place average off here changes no other run.
     """
-    from ftpipe.train import loop, ray_train, setup
+    from ftpipe.train import ray_train, setup
 
-    def build_engine(*args: Any) -> setup.Engine:
-        run = setup.build_engine(*args)
-        reduce_in_place(run.engine)
-        return run
-
-    loop.build_engine = build_engine
+    setup.reduces_in_place = lambda zero_stage, precision: False
     ray_train._worker(loop_config)
 
 

@@ -9,8 +9,8 @@ One run, the same model (the packaged MiniLM), SST-2 rows, batch and step count 
    Ray's own cost, two add the gradient all-reduce;
 4. plain torch DDP in 2 processes (gloo), on the rows our 2 workers read: the headline is
    Ray Train's 2 workers against it (Ray Train's own anchor is "within 2.5% of torch DDP");
-5. our core under Ray Train with 2 workers again, its gradients reduced in place
-   (ddp_baseline.reduce_in_place) instead of by DeepSpeed's flatten-and-copy.
+5. our core under Ray Train with 2 workers again, its gradients reduced by DeepSpeed's
+   flatten-and-copy instead of the core's in-place average (ftpipe.train.reduction).
 
 Paths 4, 3 (2 workers) and 5 run back to back, `--repeats` times in alternating order, so the
 machine's drift falls on all three alike. Every path trains on one core per worker (torch
@@ -49,7 +49,7 @@ from ddp_baseline import (
     mean,
     plain_loop,
     plain_process,
-    ray_worker_reducing_in_place,
+    ray_worker_with_deepspeeds_reduction,
 )
 from report import hardware_summary, write_section
 
@@ -98,18 +98,19 @@ def config_for(args: argparse.Namespace, workdir: Path, workers: int) -> Any:
     )  # fmt: skip
 
 
-def ray_speed(config: Any, args: argparse.Namespace, in_place: bool = False) -> tuple[Speed, float]:
+def ray_speed(
+    config: Any, args: argparse.Namespace, deepspeeds_reduction: bool = False
+) -> tuple[Speed, float]:
     """Our core on Ray Train: per-worker speed and the last evaluation's loss.
 
-    With `in_place`, the workers reduce gradients with ddp_baseline.reduce_in_place.
+    With `deepspeeds_reduction`, DeepSpeed reduces the gradients instead of the core.
     """
     from ftpipe.train import ray_train
 
-    # build_trainer hands TorchTrainer the module's `_worker`: swapped for this run only, so
-    # the reduction is tried without editing the core.
-    patched = mock.patch.object(ray_train, "_worker", ray_worker_reducing_in_place)
+    # build_trainer hands TorchTrainer the module's `_worker`: swapped for this run only.
+    patched = mock.patch.object(ray_train, "_worker", ray_worker_with_deepspeeds_reduction)
     started = time.perf_counter()
-    with patched if in_place else nullcontext():
+    with patched if deepspeeds_reduction else nullcontext():
         outcome = ray_train.train_ray(config)
     wall = time.perf_counter() - started
     speed = core_speed(outcome.history, args, config.train.num_workers, wall)
@@ -135,12 +136,12 @@ def pair_runs(
         Each path's mean speed, and each Ray path's last evaluation losses.
     """
     two = config_for(args, workdir, 2)
-    speeds: dict[str, list[Speed]] = {"ddp": [], "ray 2": [], "in place": []}
-    losses: dict[str, list[float]] = {"ray 2": [], "in place": []}
+    speeds: dict[str, list[Speed]] = {"ddp": [], "ray 2": [], "deepspeed": []}
+    losses: dict[str, list[float]] = {"ray 2": [], "deepspeed": []}
     runs = {
         "ddp": lambda: (ddp_speed(two, plan, workdir), None),
         "ray 2": lambda: ray_speed(two, args),
-        "in place": lambda: ray_speed(two, args, in_place=True),
+        "deepspeed": lambda: ray_speed(two, args, deepspeeds_reduction=True),
     }
     for repeat in range(args.repeats):
         for name in list(runs)[:: 1 if repeat % 2 == 0 else -1]:
@@ -189,7 +190,7 @@ def render(args: argparse.Namespace, results: Results) -> str:
                 f"| {speed.warmup:.2f} | {other} |")  # fmt: skip
 
     step_seconds = args.micro * args.accumulation / bare
-    ds_losses, in_place_losses = results.losses["ray 2"], results.losses["in place"]
+    ds_losses, in_place_losses = results.losses["deepspeed"], results.losses["ray 2"]
     spread = max(ds_losses + in_place_losses) - min(ds_losses + in_place_losses)
     return "\n".join([
         f"The packaged all-MiniLM-L6-v2, full fine-tuning, SST-2 rows at max_length 64; "
@@ -208,13 +209,14 @@ def render(args: argparse.Namespace, results: Results) -> str:
         row("ftpipe core on Ray Train", 1, s["ray 1"]),
         row(f"plain torch DDP, gloo ({runs})", 2, s["ddp"]),
         row(f"ftpipe core on Ray Train ({runs})", 2, s["ray 2"]),
-        row(f"ftpipe core on Ray Train, gradients reduced in place ({runs})", 2, s["in place"]),
+        row(f"ftpipe core on Ray Train, DeepSpeed's reduction ({runs})", 2, s["deepspeed"]),
         "",
         f"**Ray Train's 2 workers against torch DDP's 2 processes: "
         f"{s['ray 2'].steady / s['ddp'].steady:.2f}x per worker** (target: at least 0.95; Ray "
-        "Train's own anchor is within 2.5% of torch DDP). With the gradients reduced in place: "
-        f"{s['in place'].steady / s['ddp'].steady:.2f}x. Against two bare loops sharing the "
-        f"machine: {s['ray 2'].steady / s['bare pair'].steady:.2f}x.",
+        "Train's own anchor is within 2.5% of torch DDP). With DeepSpeed's own reduction instead "
+        f"of the core's in-place average: {s['deepspeed'].steady / s['ddp'].steady:.2f}x. "
+        "Against two bare loops sharing the machine: "
+        f"{s['ray 2'].steady / s['bare pair'].steady:.2f}x.",
         "",
         "What two workers add is the gradient all-reduce at every step, which a single loop "
         "does not do. Timed alone between two processes (gloo, the model's "
@@ -257,7 +259,7 @@ def main() -> None:
     write_section(
         "train-overhead",
         "Training overhead: bare loop and torch DDP vs ftpipe core vs Ray Train",
-        "bench/train_overhead.py",
+        " ".join(["bench/train_overhead.py", *sys.argv[1:]]),
         hardware_summary(),
         body,
     )

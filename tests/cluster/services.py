@@ -142,19 +142,6 @@ class RayCluster:
         except ValueError:  # a head still starting answers with a message, not JSON
             return []
 
-    def wait_idle(self) -> None:
-        """Wait until no earlier run's placement group still holds resources."""
-
-        def idle() -> bool:
-            result = subprocess.run(
-                [str(BIN / "ray"), "list", "placement-groups", f"--address={self.address}",
-                 "--format=json", "--filter", "state=CREATED"],
-                capture_output=True, text=True, env=self._env(),
-            )  # fmt: skip
-            return result.returncode == 0 and not result.stdout.startswith("[{")
-
-        wait_for(idle, "the cluster's resources to be released", timeout=120)
-
     def stop(self) -> None:
         for name in list(self.nodes)[::-1]:
             self.kill(name)

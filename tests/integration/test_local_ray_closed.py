@@ -1,10 +1,12 @@
-"""The local Ray a run starts is closed: every Ray process on loopback, token auth on.
+"""A local run is closed: every process of it listens on loopback only, Ray wants its token.
 
 A driver process starts Ray the way `ftpipe train`, `tune` and `run` do (`ensure_ray(None)`)
 and runs tasks, so workers are up. While it holds Ray, the test reads the kernel's socket
 tables (/proc/net/tcp, /proc/net/tcp6), keeps the listening sockets that belong to that
 driver's process tree (socket inodes in /proc/<pid>/fd), and checks their addresses; then
-it knocks on the GCS and the dashboard without the token.
+it knocks on the GCS and the dashboard without the token. The same scan watches a whole
+2-worker Ray Train run (whose process group has its own rendezvous and peer sockets), and a
+lone process that joins its own process group.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import train_config
+
 pytestmark = pytest.mark.integration
 
 DRIVER = """
@@ -41,13 +45,36 @@ workers = ray.get([pid.remote() for _ in range(4)])
 context = ray.get_runtime_context()
 info = {"workers": workers, "gcs": context.gcs_address,
         "dashboard": ray._private.worker.get_dashboard_url()}
+"""
+REPORT_AND_HOLD = """
 with open(sys.argv[1] + ".part", "w") as out:
     json.dump(info, out)
 os.rename(sys.argv[1] + ".part", sys.argv[1])
-sys.stdin.read()  # hold Ray until the test closes stdin
+sys.stdin.read()  # hold on until the test closes stdin
+"""
+LONE_PROCESS = """
+import json, os, sys
+import torch
+from ftpipe.train.distributed import RankContext, init_distributed
+
+init_distributed(RankContext())  # no MASTER_ADDR: the process group of a lone process
+torch.distributed.all_reduce(torch.ones(1))
+info = {}
+"""
+TRAIN = """
+import json, sys
+from pathlib import Path
+from ftpipe.config.load import validate_config
+from ftpipe.train.ray_train import train_ray
+
+train_ray(validate_config(json.loads(Path(sys.argv[1]).read_text())))
 """
 
 STARTUP_S = 60
+RUN_S = 240
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"
+Listener = tuple[str, int, int, str]
+"""A listening socket: address, port, and the pid and command line of its process."""
 
 
 def test_a_local_ray_listens_on_loopback_only_and_wants_its_token(tmp_path):
@@ -79,21 +106,41 @@ def test_a_local_ray_listens_on_loopback_only_and_wants_its_token(tmp_path):
     assert not (tmp_path / "home/.ray/auth_token").exists()
 
 
+def test_a_local_training_run_listens_on_loopback_only(tmp_path, tiny_model_dir):
+    # 2 workers, so the process group has a rendezvous (rank 0 hosts the store) and peers.
+    config = train_config(tmp_path, tiny_model_dir, "train.num_workers=2", "train.epochs=1")
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    driver = start(tmp_path, TRAIN, str(tmp_path / "config.json"))
+
+    seen, met = watch(driver, RUN_S)
+
+    assert driver.returncode == 0
+    assert (Path(config.train.output_dir) / "model").is_dir()
+    # Not vacuous: the scan saw the process group's own sockets, which a worker connected to.
+    assert met, sorted(seen)
+    exposed = sorted(entry for entry in seen if not is_loopback(entry[0]))
+    assert not exposed, exposed
+
+
+def test_a_lone_process_group_listens_on_loopback_only(tmp_path):
+    with local_run(tmp_path, LONE_PROCESS) as (process, _):
+        listening = listeners(process_tree(process.pid))
+        assert listening  # not vacuous: the backend's peer socket (gloo listens even alone)
+        exposed = [entry for entry in listening if not is_loopback(entry[0])]
+        assert not exposed, exposed
+
+
 @contextmanager
-def local_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
-    """A driver that started a local Ray as a run does, with no Ray settings inherited;
+def local_run(tmp_path: Path, script: str = DRIVER) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """A driver that ran `script` (by default: started a local Ray as a run does) and holds on;
     yields it and what it reported, and stops it (and so its Ray) after."""
     ready = tmp_path / "ready.json"
-    (tmp_path / "home").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
-    env |= {"HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ready)],
-                              stdin=subprocess.PIPE, env=env)  # fmt: skip
+    driver = start(tmp_path, script + REPORT_AND_HOLD, str(ready))
     try:
         deadline = time.monotonic() + STARTUP_S
         while not ready.exists():
             if driver.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the driver did not start Ray in {STARTUP_S} s")
+                pytest.fail(f"the driver did not get ready in {STARTUP_S} s")
             time.sleep(0.2)
         yield driver, json.loads(ready.read_text())
     finally:
@@ -103,6 +150,42 @@ def local_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.wait()
+
+
+def start(tmp_path: Path, script: str, *args: str) -> subprocess.Popen:
+    """`python -c script args` with no Ray or process-group settings inherited, HOME in tmp."""
+    (tmp_path / "home").mkdir()
+    inherited = ("RAY_AUTH", "RAY_ADDRESS", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    # Caches stay where they were: DeepSpeed would build its communication op again (~30 s).
+    cache = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    env |= {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": cache,
+            "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, env=env)
+
+
+def watch(driver: subprocess.Popen, timeout_s: float) -> tuple[set[Listener], set[int]]:
+    """Sample the sockets of the driver's process tree until it exits.
+
+    Returns:
+        Every listening socket seen, and the ports of those a Ray Train worker listened on
+        while another one was connected to it (the process group's store and peers).
+    """
+    seen: set[Listener] = set()
+    met: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while driver.poll() is None:
+        if time.monotonic() > deadline:
+            driver.kill()
+            pytest.fail(f"the run did not end in {timeout_s} s")
+        tree = process_tree(driver.pid)
+        listening = {(*entry, command(entry[2])) for entry in listeners(tree)}
+        seen |= listening
+        workers = {pid for pid in tree if "RayTrainWorker" in command(pid)}
+        by_port = {port: pid for _, port, pid, _ in listening if pid in workers}
+        met |= {port for pid, port in connections(workers) if by_port.get(port, pid) != pid}
+        time.sleep(0.5)
+    return seen, met
 
 
 def process_tree(root: int) -> set[int]:
@@ -126,27 +209,39 @@ def process_tree(root: int) -> set[int]:
 
 def listeners(pids: set[int]) -> list[tuple[str, int, int]]:
     """(address, port, pid) of every listening TCP socket that one of `pids` holds."""
-    sockets = dict(_listening_sockets())
-    found = []
+    return [(*local, pid) for pid, state, local, _ in _sockets_of(pids) if state == TCP_LISTEN]
+
+
+def connections(pids: set[int]) -> set[tuple[int, int]]:
+    """(pid, remote port) of every established TCP connection that one of `pids` holds."""
+    return {(pid, remote[1]) for pid, state, _, remote in _sockets_of(pids)
+            if state == TCP_ESTABLISHED}  # fmt: skip
+
+
+def _sockets_of(pids: set[int]) -> Iterator[tuple[int, str, tuple[str, int], tuple[str, int]]]:
+    """(pid, state, local address, remote address) of the TCP sockets that `pids` hold."""
+    sockets = dict(_sockets())
     for pid in pids:
         for inode in _socket_inodes(pid):
             if inode in sockets:
-                found.append((*sockets[inode], pid))
-    return found
+                yield pid, *sockets[inode]
 
 
-def _listening_sockets() -> Iterator[tuple[int, tuple[str, int]]]:
-    """(inode, (address, port)) of each socket in state LISTEN, IPv4 and IPv6."""
+def _sockets() -> Iterator[tuple[int, tuple[str, tuple[str, int], tuple[str, int]]]]:
+    """(inode, (state, local address, remote address)) of each TCP socket, IPv4 and IPv6."""
     for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] != "0A":  # TCP_LISTEN
-                continue
-            address, port = fields[1].split(":")
-            raw = bytes.fromhex(address)
-            # The kernel prints each 32-bit word in host (little-endian) order.
-            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            yield int(fields[9]), (socket.inet_ntop(family, raw), int(port, 16))
+            local, remote = (_address(field, family) for field in fields[1:3])
+            yield int(fields[9]), (fields[3], local, remote)
+
+
+def _address(field: str, family: int) -> tuple[str, int]:
+    address, port = field.split(":")
+    raw = bytes.fromhex(address)
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(family, raw), int(port, 16)
 
 
 def _socket_inodes(pid: int) -> Iterator[int]:
@@ -172,7 +267,7 @@ def is_loopback(address: str) -> bool:
 
 def command(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120]
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120].strip()
     except OSError:
         return "?"
 

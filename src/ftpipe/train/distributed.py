@@ -42,10 +42,12 @@ def init_distributed(ctx: RankContext) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(ctx.local_rank)
     if not torch.distributed.is_initialized() and "MASTER_ADDR" not in os.environ:
-        # A free port of its own, passed directly: environment variables would leak into
-        # child processes, which would then try to listen on the same port.
+        # A lone process has no one to meet: an in-memory store instead of a rendezvous
+        # server (torch's TCPStore listens on every interface, and anyone who reaches it can
+        # write the addresses the ranks connect to). No port either, so none to pass on.
+        keep_to_loopback()
         torch.distributed.init_process_group(
-            backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            backend, store=torch.distributed.HashStore(), rank=0, world_size=1
         )
     # DeepSpeed reads these even when the group exists (Ray Train does not set them).
     for name, value in (("RANK", ctx.rank), ("LOCAL_RANK", ctx.local_rank),
@@ -54,7 +56,17 @@ def init_distributed(ctx: RankContext) -> None:
     deepspeed.init_distributed(dist_backend=backend)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def keep_to_loopback() -> None:
+    """Have gloo and NCCL listen for their peers on the loopback interface only.
+
+    For a process group whose ranks all run on this machine. Each rank listens for its peers on
+    one interface's address: gloo's on the one this machine's hostname resolves to, NCCL's on
+    the first non-loopback interface, both reachable from the network. Both read the interface
+    from the environment when they set up (NCCL at its first communicator, which may come
+    later), so it is set for this process for good; child processes inherit it, which keeps a
+    group they start on this machine on loopback too.
+    """
+    names = {name for _, name in socket.if_nameindex()}
+    loopback = "lo0" if "lo0" in names else "lo"  # macOS, Linux
+    os.environ["GLOO_SOCKET_IFNAME"] = loopback
+    os.environ["NCCL_SOCKET_IFNAME"] = f"={loopback}"  # "=": this name exactly, not a prefix

@@ -31,6 +31,7 @@ from ftpipe.train.export import write_export
 from ftpipe.train.head_fit import fit_head
 from ftpipe.train.model import load_base_model, zero3_paused
 from ftpipe.train.packing import Padding
+from ftpipe.train.reduction import average_gradients
 from ftpipe.train.setup import Engine, RunPlan, build_engine, plan_run, resume_state
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int
         batch = run.train_source.batch(micro_rows, run.engine.device)
         loss = run.engine(**batch).loss
         run.engine.backward(loss)
+        if run.averages_gradients and run.engine.is_gradient_accumulation_boundary():
+            average_gradients(run.engine.module)  # before the step clips and applies them
         run.engine.step()  # DeepSpeed applies the optimizer on the accumulation boundary
         loss_sum += loss.item() / plan.batch.accumulation
         tokens += run.train_source.tokens(micro_rows) * plan.batch.world_size

@@ -100,6 +100,8 @@ def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Seq
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ftpipe.train.ray_backend import LoopbackTorchConfig
+
     use_gpu = config.train.use_gpu
     if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -107,6 +109,9 @@ def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Seq
     workers = config.train.num_workers
     return TorchTrainer(
         _worker,
+        # The process group meets on loopback when the Ray is local (its rendezvous store
+        # would listen on every interface).
+        torch_config=LoopbackTorchConfig(),
         train_loop_config={
             "config": config.model_dump(mode="json"),
             "prep_dir": absolute(config.data.output_dir),  # each worker localizes a URI
