@@ -29,6 +29,7 @@ import yaml
 from ftpipe.artifacts import is_uri, localize, publish
 from ftpipe.config import Config
 from ftpipe.config.load import validate_config
+from ftpipe.environ import restored_environ
 from ftpipe.registry.lineage import NONE, PIPELINE_RUN_VAR, pipeline_run
 from ftpipe.stages import check_config, load_checked_config, stage_run
 
@@ -135,13 +136,7 @@ def _pipeline_run(run_id: str) -> Iterator[None]:
     hands it on to its workers. Restored, not left set: one process (a test, a notebook) may run
     stages of several pipeline runs.
     """
-    before = os.environ.get(PIPELINE_RUN_VAR)
-    if run_id != NONE:
-        os.environ[PIPELINE_RUN_VAR] = run_id
-    try:
+    with restored_environ(PIPELINE_RUN_VAR):
+        if run_id != NONE:
+            os.environ[PIPELINE_RUN_VAR] = run_id
         yield
-    finally:
-        if before is None:
-            os.environ.pop(PIPELINE_RUN_VAR, None)
-        else:
-            os.environ[PIPELINE_RUN_VAR] = before

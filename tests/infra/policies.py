@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -398,3 +399,11 @@ ALL_POLICIES: tuple[Callable[[list[Obj]], list[str]], ...] = (
     mlflow_without_auth,
     literal_credentials,
 )
+
+
+def assert_flags_the_broken_copy(objects: list[Obj], policy: Callable, mutate: Callable) -> None:
+    """`policy` passes `objects`, and flags a copy of them that `mutate` broke."""
+    objects = copy.deepcopy(objects)
+    assert policy(objects) == []
+    mutate(objects)
+    assert policy(objects), f"{policy.__name__} did not flag the broken manifest"

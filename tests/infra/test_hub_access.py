@@ -20,6 +20,7 @@ from tests.infra.hub_policies import (
     model_cache_problems,
     ray_containers,
 )
+from tests.infra.policies import assert_flags_the_broken_copy
 from tests.infra.rendering import OVERLAYS, Obj
 from tests.infra.test_manifests import find
 
@@ -155,7 +156,4 @@ def test_every_policy_has_a_broken_case():
 
 @pytest.mark.parametrize(("policy", "mutate"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
 def test_policy_flags_broken_manifests(everything, policy, mutate):
-    objects = copy.deepcopy(everything["dev"])
-    assert policy(objects) == []
-    mutate(objects)
-    assert policy(objects), f"{policy.__name__} did not flag the broken manifest"
+    assert_flags_the_broken_copy(everything["dev"], policy, mutate)

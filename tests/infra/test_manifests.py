@@ -414,10 +414,7 @@ def test_every_policy_has_a_broken_case():
 
 @pytest.mark.parametrize(("policy", "mutate"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
 def test_policy_flags_broken_manifests(everything, policy, mutate):
-    objects = copy.deepcopy(everything["dev"])
-    assert policy(objects) == []
-    mutate(objects)
-    assert policy(objects), f"{policy.__name__} did not flag the broken manifest"
+    policies.assert_flags_the_broken_copy(everything["dev"], policy, mutate)
 
 
 # --- secrets: every reference has a template, every template a documented command ---------------

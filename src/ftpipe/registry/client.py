@@ -20,7 +20,6 @@ jittered exponential backoff; every other error surfaces at once.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -35,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import _model_registry, _tracking_service, fluent
 
 from ftpipe.config.schema import RegistryConfig
+from ftpipe.environ import restored_environ
 from ftpipe.errors import ConfigError, FtpipeError, reason
 
 log = logging.getLogger(__name__)
@@ -124,23 +124,18 @@ def scoped_mlflow(uri: str, experiment_id: str | None = None) -> Iterator[None]:
         tracking = tracking_state._tracking_uri
         registry = registry_state._registry_uri
         experiment = fluent._active_experiment_id
-        env = {name: os.environ.get(name) for name in _MIRRORED_ENV}
         try:
             # What mlflow.get_tracking_uri and get_registry_uri read before the environment.
             tracking_state._tracking_uri = uri
             registry_state._registry_uri = uri
             if experiment_id is not None:
                 fluent._active_experiment_id = experiment_id
-            yield
+            with restored_environ(*_MIRRORED_ENV):
+                yield
         finally:
             fluent._active_experiment_id = experiment
             registry_state._registry_uri = registry
             tracking_state._tracking_uri = tracking
-            for name, value in env.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def artifact_root(client: MlflowClient) -> str | None:

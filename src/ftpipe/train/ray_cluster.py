@@ -17,6 +17,8 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
+from ftpipe.environ import restored_environ
+
 LOOPBACK = "127.0.0.1"
 CLUSTER_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch between one-machine and multi-node address handling (read at import)."""
@@ -93,14 +95,11 @@ def _closed_local_ray() -> Iterator[None]:
     # needed while ray.init starts them.
     # The Ray processes started now inherit the flag too: some of them (the Jobs API's agent)
     # look the node address up again, and must find 127.0.0.1 as well.
-    cluster, variable = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(CLUSTER_FLAG)
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[CLUSTER_FLAG] = "0"
     try:
-        yield
+        with restored_environ(CLUSTER_FLAG):
+            os.environ[CLUSTER_FLAG] = "0"
+            yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster
-        if variable is None:
-            os.environ.pop(CLUSTER_FLAG, None)
-        else:
-            os.environ[CLUSTER_FLAG] = variable

@@ -75,12 +75,12 @@ def check_storage_reach(storage: RunStorage, key: str) -> None:
     """
     import ray
 
-    nodes = [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
-    if storage.is_object_store or len(nodes) < 2:
+    nodes = sum(node["Alive"] for node in ray.nodes())
+    if storage.is_object_store or nodes < 2:
         return
     raise ConfigError(
         f"{key} is not set, so checkpoints would go to {storage.location} on this machine, but "
-        f"the Ray cluster has {len(nodes)} nodes: a worker on another node could neither write "
+        f"the Ray cluster has {nodes} nodes: a worker on another node could neither write "
         f"there nor resume from it. Set {key} to an object-storage URI (s3://BUCKET/PREFIX or "
         "gs://...; credentials from AWS_* or GOOGLE_APPLICATION_CREDENTIALS) or to a path every "
         "node mounts at the same place."
