@@ -1,5 +1,6 @@
 # ftpipe: `make run` runs the main job on the embedded default; `make test` runs the suite.
-# Both install everything into .venv first, so they work on a fresh clone.
+# Both install everything into .venv first, so they work on a fresh clone (quietly: pip says
+# only what went wrong).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,8 +23,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
-	$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(BIN)/python -m pip install --constraint constraints.txt --editable ".[dev]"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
 	touch $@
 
 # The whole DAG (prep → recommend → tune → train → evaluate → register → promote) through
@@ -46,9 +47,22 @@ bench-sft: install
 compile: install
 	$(BIN)/ftpipe compile --config $(CONFIG) --output build/finetune.yaml
 
+# The run report's browser test (tests/pipelines/test_report_browser.py) drives the system's
+# Chromium, Debian's `chromium` package, installed here when missing (as root, or through sudo
+# without a password). A failed install stops make: a green run must not hide a skipped test.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  { $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; } || \
+	  { echo "make: could not install Chromium (apt-get install chromium) for the browser test;" \
+	    "install it, or run the tests without it: .venv/bin/pytest -m 'not gpu and not slow'" >&2; \
+	    exit 1; }; }
+
 # Tests marked slow (over a minute each on 2 cores: Ray Tune sweeps, a killed Ray worker) run
 # in test-all, so make test stays under 20 minutes.
-test: install
+test: install chromium
 	$(BIN)/pytest -p randomly -m "not gpu and not slow"
 
 test-all: install

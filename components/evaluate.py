@@ -1,6 +1,6 @@
 """Score the trained model on the held-out split (`ftpipe evaluate`)."""
 
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components import tracking_overrides
 
@@ -13,16 +13,18 @@ def evaluate(
     model: Input[Model],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
-    report: Output[Markdown],
+    report: Output[HTML],
 ) -> None:
     """The task's held-out metrics and latency, logged to the training run.
 
-    Classifiers report per-class metrics and calibration; causal LMs their loss and, in the
-    report, the prompt / reference / generation table.
+    The report is the run report's evaluation section: classifiers' per-class metrics,
+    confusion matrix, reliability diagram and most confident errors; causal LMs' loss and
+    prompt / reference / generation table.
     """
     import json
     from pathlib import Path
 
+    from ftpipe.report import stage_report
     from ftpipe.stage import Stage, run_stage
     from ftpipe.stages.evaluate import Evaluation
 
@@ -37,12 +39,8 @@ def evaluate(
         config.path,
     )
     found = Evaluation.load(Path(evaluation.path) / "evaluation.json")
-    lines = ["# Evaluation", "", "| metric | value |", "| --- | ---: |"]
     for key, value in sorted(found.metrics.items()):
         metrics.log_metric(key, float(value))
-        lines.append(f"| {key} | {value:.4f} |")
-    generations = Path(evaluation.path) / "generations.md"  # a causal LM's answers
-    if generations.is_file():
-        lines += ["", "## Generations", "", generations.read_text()]
-    Path(report.path).write_text("\n".join(lines) + "\n")
+    report.uri += ".html"  # the file's type, for a browser and the KFP UI
+    Path(report.path).write_text(stage_report("evaluation", Path(evaluation.path)))
     Path(metrics.path).write_text(json.dumps(found.metrics))  # what KFP's cache checks exists

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from kfp.dsl import Dataset, Markdown, Output
+from kfp.dsl import HTML, Dataset, Output
 
 
 def identify(config: str) -> NamedTuple("Identity", [("data_fingerprint", str),
@@ -23,13 +23,13 @@ def identify(config: str) -> NamedTuple("Identity", [("data_fingerprint", str),
 
 
 def prep(
-    config: str, data_fingerprint: str, prepared: Output[Dataset], report: Output[Markdown]
+    config: str, data_fingerprint: str, prepared: Output[Dataset], report: Output[HTML]
 ) -> None:
     """Load, validate, split and tokenize the data (`ftpipe prep`)."""
     from pathlib import Path
 
     from ftpipe.data.prepared import PrepDir
-    from ftpipe.reports import prep_report
+    from ftpipe.report import stage_report
     from ftpipe.stage import Stage, run_stage
 
     outputs = {"data.output_dir": (prepared.path, prepared.uri)}
@@ -41,4 +41,5 @@ def prep(
         {"fingerprint": data_fingerprint}
         | {f"{name}_rows": rows for name, rows in written.rows.items()}
     )
-    Path(report.path).write_text(prep_report(Path(prepared.path)))
+    report.uri += ".html"  # the file's type, for a browser and the KFP UI
+    Path(report.path).write_text(stage_report("data", Path(prepared.path)))

@@ -1,19 +1,19 @@
 """Recommend a strategy from the measured data (`ftpipe recommend`)."""
 
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
 
 def recommend(
     config: str,
     prepared: Input[Dataset],
     recommendation: Output[Artifact],
-    report: Output[Markdown],
+    report: Output[HTML],
 ) -> str:
     """Measure the data and recommend a strategy; returns the strategy's name."""
     import json
     from pathlib import Path
 
-    from ftpipe.reports import text_report
+    from ftpipe.report import stage_report
     from ftpipe.stage import Stage, run_stage
 
     run_stage(
@@ -27,5 +27,6 @@ def recommend(
     directory = Path(recommendation.path)
     picked = json.loads((directory / "recommendation.json").read_text())
     recommendation.metadata.update({"strategy": picked["strategy"]})
-    Path(report.path).write_text(text_report("Recommendation", directory / "recommendation.txt"))
+    report.uri += ".html"  # the file's type, for a browser and the KFP UI
+    Path(report.path).write_text(stage_report("recommendation", directory))
     return picked["strategy"]

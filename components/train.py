@@ -54,6 +54,8 @@ def train(
         metrics.log_metric(key, value)
     # The UI reads the metadata; the file is what KFP's cache checks still exists.
     Path(metrics.path).write_text(json.dumps(scores))
-    model.metadata.update({"strategy": manifest["strategy"], "base_model": manifest["base_model"]})
     record = read_record(Path(model.path).parent)
+    # The KFP run's model names its MLflow run, as the run and the version name the KFP run.
+    model.metadata.update({"strategy": manifest["strategy"], "base_model": manifest["base_model"],
+                           "mlflow_run_id": record["run_id"]})  # fmt: skip
     return namedtuple("Trained", ["run_id"])(record["run_id"])

@@ -26,7 +26,7 @@ def tune(
     import shutil
     from pathlib import Path
 
-    from ftpipe.reports import sweep_report
+    from ftpipe.report import stage_report
     from ftpipe.stage import Stage, run_stage
 
     run_stage(
@@ -46,5 +46,6 @@ def tune(
     directory = next(Path(sweep.path).glob("sweep-*"))
     shutil.copy(directory / "best.yaml", best_config.path)
     shutil.copy(directory / "results.csv", results.path)
-    Path(report.path).write_text(sweep_report(directory))
+    report.uri += ".html"  # the file's type, for a browser and the KFP UI
+    Path(report.path).write_text(stage_report("sweep", directory))
     return directory.name

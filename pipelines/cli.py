@@ -84,8 +84,21 @@ def run(
             "auto takes the recommendation), e.g. a scheduled retrain of a settled recipe.",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also stream the run's log (the stages' and libraries' output, which goes to "
+            "RUN/run.log under pipeline.local_root) to the terminal.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole pipeline: through the KFP local runner, or stage by stage in this process."""
+    """Run the whole pipeline: through the KFP local runner, or stage by stage in this process.
+
+    The terminal shows a table of the stages (state, duration, result); everything they print
+    goes to the run's log, whose path the table names.
+    """
     if no_tune and not no_kfp:
         raise typer.BadParameter(
             "the KFP pipeline always sweeps; add --no-kfp", param_hint="--no-tune"
@@ -95,11 +108,11 @@ def run(
     if no_kfp:
         from pipelines.sequential import run_sequential
 
-        summary = run_sequential(cfg, say=out.print, tune=not no_tune)
+        summary = run_sequential(cfg, tune=not no_tune, verbose=verbose)
     else:
         from pipelines.local import run_local
 
-        summary = run_local(cfg)
+        summary = run_local(cfg, verbose=verbose)
     minutes, seconds = divmod(time.perf_counter() - started, 60)
     out.print(f"Pipeline {cfg.pipeline.name} finished in {minutes:.0f}m{seconds:02.0f}s.")
     for line in summary.lines():

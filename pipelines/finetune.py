@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import Markdown, Model
+from kfp.dsl import HTML, Model
 
 from components import component
 from components.evaluate import evaluate
@@ -31,7 +31,7 @@ class Outputs(NamedTuple):
 
     version: str
     gate: str
-    decision: Markdown
+    decision: HTML
     model: Model
 
 

@@ -23,8 +23,8 @@ only when a dry run of the gate says it will).
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,15 @@ import yaml
 from ftpipe.artifacts import absolute_tracking_uri, publish
 from ftpipe.config import Config
 from ftpipe.config.load import apply_overrides
+from ftpipe.errors import FtpipeError
+from ftpipe.report import write_run_report
 from ftpipe.stage import Stage, run_stage
 from ftpipe.train.run_storage import RunStorage
+from pipelines.console import LOG, Board, showing
 from pipelines.local import LocalRun
+from pipelines.results import Reader, Results, read
 
-Say = Callable[[str], None]
-"""Where progress lines go (the command line's console)."""
+log = logging.getLogger(__name__)
 
 OUTPUTS = {
     "data.output_dir": "prep",
@@ -53,13 +56,23 @@ STAGES = ("prep", "recommend", "tune", "train", "evaluate", "register", "promote
 """The stages, in the order they run."""
 
 
+def _readers(results: Results) -> dict[str, Reader]:
+    """Each stage's one-line result, read from its directory under the run's."""
+    return {
+        "register": lambda d: results.register(json.loads(
+            (d / "registered.json").read_text())["version"]),
+        "promote": lambda d: results.gate(d / "decision.json"),
+    } | {name: getattr(results, name) for name in OUTPUTS.values()}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Steps:
-    """Runs the stages of one pipeline run and reports their progress."""
+    """Runs the stages of one pipeline run and shows their progress on the board."""
 
     run_id: str
-    stages: tuple[str, ...]
-    say: Say
+    root: Path
+    board: Board
+    readers: dict[str, Reader]
 
     def run(self, command: str, config: str, overrides: list[str] | None = None,
             **arguments: str) -> None:  # fmt: skip
@@ -71,16 +84,18 @@ class _Steps:
             overrides: Dotted config overrides for this stage only.
             **arguments: Keyword arguments of the stage's `run`.
         """
-        step = f"[{self.stages.index(command) + 1}/{len(self.stages)}] {command}"
-        self.say(f"{step} started")
-        started = time.perf_counter()
+        self.board.start(command)
         try:
             run_stage(Stage(command, overrides=overrides or [], arguments=arguments,
                             pipeline_run_id=self.run_id), config)  # fmt: skip
-        except Exception:
-            self.say(f"{step} failed after {time.perf_counter() - started:.0f}s")
+        except FtpipeError as exc:
+            self.board.fail(command, str(exc))
             raise
-        self.say(f"{step} finished in {time.perf_counter() - started:.0f}s")
+        except Exception as exc:
+            log.exception("%s failed", command)  # the traceback goes to the run's log
+            self.board.fail(command, f"{type(exc).__name__}: {exc}")
+            raise
+        self.board.finish(command, read(self.readers[command], self.root / command))
 
 
 def _text(config: Config, overrides: list[str]) -> str:
@@ -89,27 +104,38 @@ def _text(config: Config, overrides: list[str]) -> str:
                           sort_keys=False)  # fmt: skip
 
 
-def run_sequential(config: Config, say: Say = print, tune: bool = True) -> LocalRun:
+def run_sequential(config: Config, tune: bool = True, verbose: bool = False) -> LocalRun:
     """Run the pipeline's stages in order in this process; the first that fails ends the run.
+
+    The stages' table shows on the terminal; their output goes to the run's log
+    (`pipeline.local_root/RUN/run.log`, pipelines/console.py).
 
     Args:
         config: The run's config.
-        say: Receives one line as each stage starts and one as it finishes (or fails).
         tune: Sweep, then train the best config; False trains `config` as it is (with
             `strategy.name=auto` resolved by recommend).
+        verbose: Also stream the log to the terminal.
 
     Returns:
         Where the run left everything, and what the gate decided.
 
     Raises:
-        FtpipeError: The error of the stage that failed (others propagate as they are).
+        StageFailed: A stage failed: its error paragraph and the log's path.
     """
     run_id = f"{config.pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = Path(config.pipeline.local_root).absolute() / run_id
+    board = Board(tuple(s for s in STAGES if tune or s != "tune"))
+    with showing(board, root / LOG, verbose):
+        return _run(config, run_id, _Steps(run_id, root, board, _readers(Results.of(config))),
+                    tune)  # fmt: skip
+
+
+def _run(config: Config, run_id: str, steps: _Steps, tune: bool) -> LocalRun:
+    """Run the stages with `steps`; where the run left everything."""
+    root = steps.root
     uri = absolute_tracking_uri(config.registry.tracking_uri)  # trials run in other directories
     settings = [f"{key}={root / name}" for key, name in OUTPUTS.items()]
     settings.append(f"registry.tracking_uri={uri}")
-    steps = _Steps(run_id, tuple(s for s in STAGES if tune or s != "tune"), say)
 
     base = _text(config, settings)
     steps.run("prep", base)
@@ -117,7 +143,7 @@ def run_sequential(config: Config, say: Say = print, tune: bool = True) -> Local
     if config.train.storage:
         data = RunStorage.open(config.train.storage).uri(run_id, "prep")
         publish(root / "prep", data)
-        say(f"Copied the prepared data to {data}, where every Ray node reads it")
+        log.info("Copied the prepared data to %s, where every Ray node reads it", data)
         settings.append(f"data.output_dir={data}")
     trained = _text(config, settings)  # the whole config: the run's directories, data and all
     if tune:
@@ -142,4 +168,5 @@ def run_sequential(config: Config, say: Say = print, tune: bool = True) -> Local
         gate="promote" if outcome["decision"] and outcome["decision"]["promote"] else "keep",
         decision=decision,
         champion=outcome["champion_after"],
+        report=write_run_report(root),
     )

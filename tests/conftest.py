@@ -57,6 +57,36 @@ def isolated_mlflow_globals():
     os.environ.update(env)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the repository's own store (`mlflow.db`, `outputs/`) before any test runs."""
+    from tests.helpers import REPO
+    from tests.isolation import Footprint
+
+    session.config.stash[_FOOTPRINT] = Footprint.take(REPO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a test wrote to the repository's store instead of tmp_path."""
+    from tests.helpers import REPO
+    from tests.isolation import Footprint
+
+    before = session.config.stash.get(_FOOTPRINT, None)
+    changes = Footprint.take(REPO).changes_since(before) if before else []
+    if changes:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            "A test wrote to the repository's own store; every test must write under tmp_path "
+            "and track to a temporary MLflow store: " + "; ".join(changes[:20])
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_FOOTPRINT = pytest.StashKey["Footprint"]()
+"""The repository's store as the session found it."""
+
+
 TINY_VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
     "the", "a", "my", "order", "is", "late", "refund", "please", "card", "was", "charged",

@@ -23,8 +23,9 @@ class Run:
     """One `ftpipe train` (or tune) of a tiny config on the cluster, its storage under `name`."""
 
     def __init__(self, tmp: Path, model: Path, s3: S3Server, cluster: RayCluster, name: str,
-                 *overrides: str) -> None:  # fmt: skip
+                 *overrides: str, env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.tmp, self.s3, self.cluster, self.name = tmp, s3, cluster, name
+        self.env = env or {}  # the driver's, on top of the cluster's (Ray Train passes it on)
         config = train_config(tmp, model, *SETTINGS, f"train.ray_address={cluster.address}",
                               f"train.storage=s3://{s3.bucket}/{name}",
                               f"registry.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
@@ -34,7 +35,8 @@ class Run:
         self.log = tmp / "ftpipe.log"
 
     def start(self, command: str = "train", *args: str) -> subprocess.Popen:
-        env = {**os.environ, **self.cluster.driver_env, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+        env = {**os.environ, **self.cluster.driver_env, "HF_HUB_OFFLINE": "1", "COLUMNS": "200",
+               **self.env}  # fmt: skip
         return subprocess.Popen([*FTPIPE, command, "--config", str(self.config), *args],
                                 stdout=self.log.open("a"), stderr=subprocess.STDOUT,
                                 env=env, cwd=self.tmp)  # fmt: skip

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 def test_an_elastic_run_shrinks_to_one_worker_at_the_same_global_batch(
     tmp_path, tiny_model_dir, s3, cluster
 ):
+    # After node b's loss, the new group waits this long for a second worker before it goes on
+    # with one (Ray's default, 60 s, would only make the test slower).
+    wait = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30"}
     run = Run(tmp_path, tiny_model_dir, s3, cluster, "elastic", "train.num_workers=[1, 2]",
-              ONE_WORKER_A_NODE)  # fmt: skip
+              ONE_WORKER_A_NODE, env=wait)  # fmt: skip
     result = losing_node_b(run, cluster)
     history = result["history"]
     assert (history[0]["workers"], history[0]["accumulation"]) == (2, 1)

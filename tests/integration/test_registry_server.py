@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -38,15 +40,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """`mlflow server` on a free local port, SQLite behind it; stopped after the module."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextmanager
+def mlflow_server(backend_uri: str, root: Path) -> Iterator[str]:
+    """`mlflow server` on a free 127.0.0.1 port over `backend_uri`; yields its URL.
+
+    New artifacts go under `root/artifacts` (served over HTTP), its log to `root/server.log`.
+    """
     port = _free_port()
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--workers", "1", "--backend-store-uri", backend_uri,
          "--artifacts-destination", str(root / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
@@ -77,6 +81,14 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` on a free local port, SQLite behind it; stopped after the module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as uri:
+        yield uri
 
 
 def test_track_evaluate_register_load_and_promote_through_a_server(

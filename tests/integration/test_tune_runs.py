@@ -1,4 +1,5 @@
-"""A sweep leaves no MLflow run RUNNING: trials ASHA stopped are ended, with the reason."""
+"""A sweep leaves no MLflow run RUNNING: trials ASHA stopped end FINISHED, with the reason and
+the metrics they logged as they went; the sweep's run shows the space and the best score."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.slow
-def test_trials_stopped_by_asha_are_ended_with_a_stop_reason(tmp_path, tiny_model_dir):
+def test_stopped_trials_end_finished_with_metrics_and_the_sweep_run_shows_its_space(
+    tmp_path, tiny_model_dir
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("sweeps", artifact_location=str(tmp_path / "artifacts"))
     config = train_config(
@@ -47,8 +50,22 @@ def test_trials_stopped_by_asha_are_ended_with_a_stop_reason(tmp_path, tiny_mode
     seen = [(r.info.status, r.data.tags.get("ftpipe.stop_reason")) for r in trials]
     for trial in trials:
         trial_id = trial.data.tags["ftpipe.tune_trial_id"]
+        # Stopped or not, a trial's run ends FINISHED with the metrics it reached, live.
+        assert trial.info.status == "FINISHED", seen
+        assert client.get_metric_history(trial.info.run_id, "eval/loss"), trial.data.metrics
+        assert "score" not in trial.data.metrics
         if any(f"_{trial_id}_" in name for name in cut):
-            assert trial.info.status == "KILLED", seen
             assert trial.data.tags["ftpipe.stop_reason"] == "early_stopped_by_scheduler", seen
         else:
-            assert trial.info.status == "FINISHED", seen
+            assert trial.data.tags["ftpipe.stop_reason"] == "completed", seen
+
+    # The sweep's run shows the space it searched, the trials it ran and what won.
+    params, metrics = sweep.data.params, client.get_run(sweep.info.run_id).data.metrics
+    for path, sampler in SPACE.items():
+        assert params[path] == f"searched: {sampler}", params
+        assert params[f"tune.search_space.{path}"] == sampler
+    assert params["tune.num_trials"] == str(config.tune.num_trials)
+    assert metrics["trials"] == 4
+    assert metrics["best/loss"] == pytest.approx(results["best_loss"].min())
+    best = client.get_run(sweep.info.run_id).data.tags["ftpipe.best_trial_run_id"]
+    assert client.get_run(best).data.tags["ftpipe.best_trial"] == "true"

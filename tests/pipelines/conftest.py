@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import separable_rows, write_csv
+from ftpipe.config import Config, load_config
+from tests.helpers import ftpipe, separable_rows, write_csv
 
 
 def pipeline_config(root: Path, model_dir: Path) -> Path:
@@ -52,3 +55,30 @@ def own_ray():
     import ray
 
     ray.shutdown()
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One `ftpipe run` of the tiny pipeline: its config file, config and console output."""
+
+    config_path: Path
+    config: Config
+    result: subprocess.CompletedProcess
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's directory under pipeline.local_root (the KFP local runner's run name).
+
+        The first one: a test may run the pipeline again (its directory names sort by time).
+        """
+        return sorted(Path(self.config.pipeline.local_root).glob("ftpipe-finetune-*"))[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    """The tiny pipeline run once through the KFP local runner, shared by the tests that read
+    what a run leaves behind (its stores, its report), so the suite pays for one run."""
+    path = pipeline_config(tmp_path_factory.mktemp("pipeline-run"), tiny_model_dir)
+    result = ftpipe("run", "-c", str(path), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return PipelineRun(path, load_config(path), result)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
-from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from mlflow import MlflowClient
 
 from components.evaluate import evaluate
@@ -45,27 +46,33 @@ def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_conf
     def artifact(kind, name):
         return kind(name=name, uri=str(out / name))
 
+    def page(report):
+        """A report the component wrote: HTML, in a file named so (KFP UI and browsers)."""
+        assert report.uri.endswith(".html")
+        return Path(report.path).read_text()
+
     ids = identify(config)
-    prepared, prep_report = artifact(Dataset, "prepared"), artifact(Markdown, "prep.md")
+    prepared, prep_report = artifact(Dataset, "prepared"), artifact(HTML, "prep")
     prep(config, ids.data_fingerprint, prepared, prep_report)
     assert prepared.metadata["fingerprint"] == ids.data_fingerprint
     rows = {split: prepared.metadata[f"{split}_rows"] for split in ("train", "eval", "test")}
     assert sum(rows.values()) == 80 and rows["test"] == 16  # the test split travels with it
-    assert "| good |" in (out / "prep.md").read_text()
+    assert "<td>good</td>" in page(prep_report)
 
     rec = artifact(Artifact, "rec")
-    strategy = recommend(config, prepared, rec, artifact(Markdown, "rec.md"))
+    rec_report = artifact(HTML, "rec-report")
+    strategy = recommend(config, prepared, rec, rec_report)
     assert strategy == json.loads((out / "rec/recommendation.json").read_text())["strategy"]
-    assert strategy in (out / "rec.md").read_text()
+    assert f"Strategy: {strategy}" in page(rec_report)
 
     best, results = artifact(Artifact, "best.yaml"), artifact(Dataset, "results.csv")
-    sweep_html = artifact(HTML, "sweep.html")
+    sweep_html = artifact(HTML, "sweep-report")
     tune(config, ids.config_hash, "", uri, prepared, rec, artifact(Artifact, "sweep"),
          best, results, sweep_html)  # fmt: skip
     best_config = load_config(out / "best.yaml")
     assert best_config.train.lr == pytest.approx(3e-3)  # the one point of the space
     assert best_config.strategy.name == strategy  # auto resolved to the recommendation
-    assert "<img" in (out / "sweep.html").read_text()
+    assert "<img" in page(sweep_html) and "completed" in page(sweep_html)
 
     model, metrics = artifact(Model, "train/model"), artifact(Metrics, "metrics")
     run_id = train(best, "", uri, prepared, rec, model, metrics).run_id
@@ -75,23 +82,29 @@ def test_every_component_runs_directly_in_dag_order(tmp_path, tiny_pipeline_conf
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
 
     evaluation, scores = artifact(Artifact, "evaluation"), artifact(Metrics, "scores")
-    evaluate(best, uri, run_id, prepared, model, evaluation, scores, artifact(Markdown, "ev.md"))
+    ev_report = artifact(HTML, "ev")
+    evaluate(best, uri, run_id, prepared, model, evaluation, scores, ev_report)
     summary = json.loads((out / "evaluation/evaluation.json").read_text())
     assert scores.metadata["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
     assert summary["split"] == "test" and summary["rows"] == 16
+    assert 'alt="Confusion matrix' in page(ev_report) and "Reliability" in page(ev_report)
 
     version_file = out / "version"
-    gate = register(best, uri, run_id, model, evaluation, str(version_file),
-                    artifact(Markdown, "gate.md"))  # fmt: skip
+    record, gate_report = artifact(Artifact, "record"), artifact(HTML, "gate")
+    gate = register(best, uri, run_id, model, evaluation, str(version_file), record, gate_report)
     client = MlflowClient(uri)
     version = version_file.read_text()
     assert client.get_model_version("tiny", version).run_id == run_id
+    assert json.loads((out / "record/registered.json").read_text())["version"] == version
     # A dry run: the gate answered (no champion yet, floor 0: promote) and moved nothing.
     assert gate == "promote"
-    assert "tiny v1: promote" in (out / "gate.md").read_text()
-    assert "| split | test |" in (out / "gate.md").read_text()
+    assert json.loads((out / "record/decision.json").read_text())["decision"]["promote"]
+    assert f"Registered tiny version {version}" in page(gate_report)
+    assert "Gate on tiny version 1: promote" in page(gate_report)
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias("tiny", "champion")
 
-    promote(best, uri, version, artifact(Markdown, "promoted.md"))
+    promoted = artifact(HTML, "promoted")
+    promote(best, uri, version, artifact(Artifact, "promoted-record"), promoted)
+    assert "champion alias moved" in page(promoted)
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == version

@@ -12,7 +12,9 @@ from mlflow import MlflowClient
 from ftpipe.config import load_config
 from tests.helpers import REPO, ftpipe
 
-pytestmark = pytest.mark.integration
+# Over two minutes on 2 cores: make test-all runs it (tests/unit/stages and tests/unit/data
+# cover instruction tuning's stages one by one in make test).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEMO = REPO / "examples" / "sft_demo"
 
 

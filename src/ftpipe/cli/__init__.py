@@ -18,21 +18,58 @@ import typer
 from rich.logging import RichHandler
 from rich.text import Text
 
-from ftpipe.cli import build, serve  # noqa: F401 - importing adds their commands to `app`
+from ftpipe.cli import build, report, serve  # noqa: F401 - importing adds their commands to `app`
 from ftpipe.cli.common import app, err
 
 __all__ = ["app", "main"]
 from ftpipe.errors import FtpipeError
 
+QUIET = ("ray", "DeepSpeed", "deepspeed", "transformers", "mlflow", "torch", "peft",
+         "accelerate", "datasets", "filelock", "fsspec", "urllib3", "httpx", "alembic",
+         # Importing ray sets its top logger to INFO again: its packages keep their own level.
+         "ray.train", "ray.tune", "ray.air", "ray.data", "ray.util", "ray._private",
+         "ray.dashboard", "ray.autoscaler")  # fmt: skip
+"""Libraries whose INFO lines are not ftpipe's progress: they log from WARNING on."""
+
+QUIET_ENVIRON = {"MLFLOW_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "warning"}
+"""The same for the libraries that set their own level when imported, in this process and in
+the processes it starts (stages, Ray workers), where a level set here would not reach."""
+
+
+class _Noise(logging.Filter):
+    """Drops library warnings that tell a fine-tuning user nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to keep `record`."""
+        message = record.getMessage()
+        if "LOAD REPORT" in message:
+            # Fine-tuning loads a base without its old head and adds a new one: UNEXPECTED and
+            # MISSING head keys are the rule. A mismatch or a failed conversion raises right
+            # after its report, which then explains the error.
+            return "MISMATCH" in message or "CONVERSION" in message
+        return not message.startswith("Setting accelerator to CPU")  # DeepSpeed on a CPU
+
 
 def _configure_logging() -> None:
+    """Log ftpipe's own progress at INFO (FTPIPE_LOG_LEVEL), the libraries' from WARNING on.
+
+    With FTPIPE_LOG_LEVEL=DEBUG, the libraries log as they would on their own.
+    """
+    level = os.environ.get("FTPIPE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=os.environ.get("FTPIPE_LOG_LEVEL", "INFO"),
+        level=level,
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
     )
-    for noisy in ("datasets", "filelock", "fsspec", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if level == "DEBUG":
+        return
+    for name, value in QUIET_ENVIRON.items():
+        os.environ.setdefault(name, value)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Logger filters survive the libraries' own set-up (they add handlers and set levels).
+    for name in ("transformers.modeling_utils", "DeepSpeed"):
+        logging.getLogger(name).addFilter(_Noise())
 
 
 def main() -> None:

@@ -9,12 +9,13 @@ always picks the one on the challenger's set. Attaching tags to an existing vers
 
 from __future__ import annotations
 
-import json
+import time
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
 from ftpipe.errors import FtpipeError
+from ftpipe.registry.gate import OPTIMISTIC, Decision
 from ftpipe.registry.tracking import evaluation_dir
 
 EVAL_PREFIX = "ftpipe.eval."
@@ -50,17 +51,12 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
             "could not fetch its predictions. Run `ftpipe evaluate` again with the registry "
             "reachable."
         )
-    record = {
-        "fingerprint": evaluation.fingerprint,
-        "split": evaluation.split,
-        "run_id": evaluation.run_id,
-        "predictions": f"runs:/{evaluation.run_id}/{evaluation_dir(evaluation.fingerprint)}"
-        "/predictions.parquet",
-        "metrics": {k: evaluation.metrics[k] for k in _KEPT_METRICS if k in evaluation.metrics},
-    }
+    # Where the evaluation's files are (evaluation.json, predictions.parquet): the gate reads
+    # them there, so the version carries a short, readable pointer and no copy.
+    where = f"runs:/{evaluation.run_id}/{evaluation_dir(evaluation.fingerprint)}"
     tags = {
         f"{EVAL_PREFIX}fingerprint": evaluation.fingerprint,
-        f"{EVAL_PREFIX}{evaluation.fingerprint[:16]}": json.dumps(record, sort_keys=True),
+        f"{EVAL_PREFIX}{evaluation.fingerprint[:16]}": where,
     }
     for key in ("accuracy", "macro_f1", "ece", "entity_f1", "token_accuracy"):
         if key in evaluation.metrics:
@@ -68,11 +64,76 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
     return tags
 
 
-def evidence(version: ModelVersion, fingerprint: str) -> dict[str, Any] | None:
-    """A version's evaluation on the held-out set `fingerprint`, or None.
+def evidence_location(version: ModelVersion, fingerprint: str) -> str | None:
+    """Where a version's evaluation on the held-out set `fingerprint` is (runs:/RUN/DIR).
 
-    Its `split` is the prep split scored, "test" or "eval" (evaluations recorded before test
-    splits existed scored eval and say so).
+    None when the version has no evaluation on that set.
     """
-    raw = version.tags.get(f"{EVAL_PREFIX}{fingerprint[:16]}")
-    return {"split": "eval", **json.loads(raw)} if raw else None
+    return version.tags.get(f"{EVAL_PREFIX}{fingerprint[:16]}")
+
+
+def evidence(location: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """The gate's record of an evaluation: its split, predictions file and budget metrics.
+
+    Args:
+        location: Its `evidence_location`.
+        summary: Its evaluation.json, read from there.
+    """
+    metrics = summary.get("metrics", {})
+    return {
+        "split": summary.get("split", "eval"),
+        "predictions": f"{location}/predictions.parquet",
+        "metrics": {k: metrics[k] for k in _KEPT_METRICS if k in metrics},
+    }
+
+
+def describe_decision(decision: Decision, sequence: int) -> str:
+    """The version's description: the gate's decision and its reason, in one sentence."""
+    verdict = "Promoted to champion" if decision.promote else "Not promoted"
+    why = decision.reason.removesuffix(f". {OPTIMISTIC}")
+    caveat = "" if decision.split == "test" else ", optimistic: the eval split also chose it"
+    return f"{verdict} by gate decision {sequence}: {why}{caveat}."
+
+
+def decision_markdown(
+    decision: Decision, version: str, champion: str | None, fingerprint: str, sequence: int
+) -> str:
+    """The gate's whole evidence for one decision, as a Markdown page a person can read.
+
+    Args:
+        decision: The gate's decision.
+        version: The challenger, e.g. "tiny version 3".
+        champion: The champion version it was compared with, or None.
+        fingerprint: The held-out set's fingerprint.
+        sequence: The decision's number in the model's promotion sequence.
+    """
+    verdict = "promoted to champion" if decision.promote else "not promoted"
+    champion_value = "none" if decision.champion is None else f"{decision.champion:.4f}"
+    decided = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"# Promotion gate: {version}, {verdict}",
+        "",
+        decision.reason,
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Decision | number {sequence} of this model, {decided} |",
+        f"| Metric | {decision.metric} |",
+        f"| Challenger | {decision.challenger:.4f} |",
+        f"| Champion | {champion_value} (version {champion or 'none'}) |",
+        f"| Interval | [{decision.ci_low:.4f}, {decision.ci_high:.4f}] |",
+        f"| Held-out set | {decision.split} split, fingerprint {fingerprint[:12]} |",
+        f"| Optimistic | {'yes' if decision.optimistic else 'no'} |",
+        "",
+        "## Checks",
+        "",
+        "| Check | Passed |",
+        "|---|---|",
+        *(f"| {name} | {'yes' if ok else 'no'} |" for name, ok in decision.checks.items()),
+    ]
+    if decision.class_f1_deltas:
+        lines += ["", "## F1 change per class (challenger minus champion)", "",
+                  "| Class | Change |", "|---|---|"]  # fmt: skip
+        deltas = sorted(decision.class_f1_deltas.items(), key=lambda item: item[1])
+        lines += [f"| {name} | {delta:+.4f} |" for name, delta in deltas]
+    return "\n".join(lines) + "\n"

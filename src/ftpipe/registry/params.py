@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ftpipe.config.schema import Config
+
 MAX_PARAM_CHARS = 500
 """The lowest value limit of any MLflow server still in use; longer values become artifacts."""
 
@@ -50,3 +52,14 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, s
         long[path] = json.dumps({"key": key, "value": value}, indent=2, sort_keys=True) + "\n"
         short[key] = f"<{len(text)} characters: artifact {path}>"
     return short, long
+
+
+def headline_params(config: Config) -> dict[str, Any]:
+    """The choices that matter most, under short names, so a run's parameters lead with them.
+
+    The full config follows as dotted keys (`train.lr`, ...): the names a search space uses.
+    """
+    train = config.train
+    return {"strategy": config.strategy.name, "model": config.model.name, "lr": train.lr,
+            "head_lr": train.head_lr, "epochs": train.epochs,
+            "batch_size": train.batch_size}  # fmt: skip

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +31,13 @@ from mlflow.exceptions import MlflowException
 from ftpipe.config.schema import Config
 from ftpipe.errors import FtpipeError, reason
 from ftpipe.registry.client import connect, retry, scoped_mlflow
-from ftpipe.registry.evidence import EVAL_PREFIX, evidence
+from ftpipe.registry.evidence import (
+    EVAL_PREFIX,
+    decision_markdown,
+    describe_decision,
+    evidence,
+    evidence_location,
+)
 from ftpipe.registry.gate import (
     ENTITY_METRICS,
     MEAN_METRICS,
@@ -124,7 +129,7 @@ def promote(config: Config, version: str | None = None, dry_run: bool = False) -
         if before == mine_version:
             return Promotion(name, mine_version, before, before, None, 0)
         fingerprint = challenger.tags.get(f"{EVAL_PREFIX}fingerprint")
-        mine = evidence(challenger, fingerprint) if fingerprint else None
+        mine = _evidence(client, challenger, fingerprint) if fingerprint else None
         if mine is None:
             raise FtpipeError(
                 f"Version {mine_version} of {name} has no evaluation, so the gate has "
@@ -133,7 +138,7 @@ def promote(config: Config, version: str | None = None, dry_run: bool = False) -
             )
         theirs = None
         if champion is not None:
-            theirs = evidence(champion, fingerprint)
+            theirs = _evidence(client, champion, fingerprint)
             if theirs is None:
                 other = champion.tags.get(f"{EVAL_PREFIX}fingerprint", "none")
                 raise FtpipeError(
@@ -260,17 +265,36 @@ GATE_COLUMNS = ("row", "label", "predicted", "loss_sum", "tokens", "exact_match"
 """The predictions columns the gate reads: labels and predictions, or a causal LM's scores."""
 
 
+def _evidence(client: MlflowClient, version: ModelVersion, fingerprint: str) -> dict | None:
+    """A version's evaluation on the held-out set `fingerprint` as the gate reads it, or None."""
+    location = evidence_location(version, fingerprint)
+    if location is None:
+        return None
+    if location.startswith("{"):  # versions registered before the pointer kept the record
+        return {"split": "eval", **json.loads(location)}
+    with tempfile.TemporaryDirectory(prefix="ftpipe-gate-") as tmp:
+        summary = json.loads(_fetch(client, f"{location}/evaluation.json", tmp).read_text())
+    return evidence(location, summary)
+
+
+def _fetch(client: MlflowClient, uri: str, directory: str) -> Path:
+    """Download an artifact (`runs:/...` in the client's store) into `directory`."""
+    store = client.tracking_uri
+    try:
+        with scoped_mlflow(store):  # some artifact repositories read the global URIs
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=directory, tracking_uri=store, registry_uri=store
+                )
+            )
+    except MlflowException as exc:
+        raise FtpipeError(f"Cannot fetch the gate's evidence {uri}: {reason(exc)}.") from None
+
+
 def _predictions(client: MlflowClient, uri: str) -> pd.DataFrame:
     """An evaluation's predictions file (`runs:/...` in the client's store), sorted by row."""
-    store = client.tracking_uri
     with tempfile.TemporaryDirectory(prefix="ftpipe-gate-") as tmp:
-        try:
-            with scoped_mlflow(store):  # some artifact repositories read the global URIs
-                path = mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=tmp, tracking_uri=store, registry_uri=store
-                )
-        except MlflowException as exc:
-            raise FtpipeError(f"Cannot fetch the predictions {uri}: {reason(exc)}.") from None
+        path = _fetch(client, uri, tmp)
         present = set(pq.read_schema(path).names)
         columns = [c for c in GATE_COLUMNS if c in present]
         frame = pd.read_parquet(path, columns=columns)
@@ -298,31 +322,32 @@ def _record(
     fingerprint: str,
     sequence: int,
 ) -> None:
-    """The decision and its evidence, as tags on the challenger version."""
+    """Record the decision on the challenger version.
+
+    A one-sentence description, a few short tags, and the whole evidence as a Markdown file in
+    the version's run (named by the tag `ftpipe.gate.evidence`).
+    """
+    name, number = version.name, str(version.version)
+    evidence_file = f"gate/{name}-{number}-decision-{sequence}.md"
+    text = decision_markdown(decision, f"{name} version {number}", champion, fingerprint,
+                             sequence)  # fmt: skip
+    retry(lambda: client.log_text(version.run_id, text, evidence_file), "log the evidence")
     tags = {
         "decision": "promoted" if decision.promote else "rejected",
-        "reason": decision.reason,
         "metric": decision.metric,
-        "challenger_value": f"{decision.challenger:.6f}",
-        "champion_value": "none" if decision.champion is None else f"{decision.champion:.6f}",
-        "ci_low": f"{decision.ci_low:.6f}",
-        "ci_high": f"{decision.ci_high:.6f}",
-        "class_f1_deltas": json.dumps(decision.class_f1_deltas, sort_keys=True),
-        "checks": json.dumps(decision.checks, sort_keys=True),
-        "champion_version": champion or "none",
-        "fingerprint": fingerprint,
+        "ci": f"[{decision.ci_low:.4f}, {decision.ci_high:.4f}]",
         "split": decision.split,
-        "optimistic": json.dumps(decision.optimistic),
+        "champion_version": champion or "none",
         "sequence": str(sequence),
-        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "evidence": f"runs:/{version.run_id}/{evidence_file}",
     }
     for key, value in tags.items():
         retry(
-            lambda k=key, v=value: client.set_model_version_tag(
-                version.name, str(version.version), GATE_PREFIX + k, v
-            ),
+            lambda k=key, v=value: client.set_model_version_tag(name, number, GATE_PREFIX + k, v),
             "record the decision",
         )
+    description = describe_decision(decision, sequence)
+    retry(lambda: client.update_model_version(name, number, description), "describe it")
 
 
 def describe(promotion: Promotion) -> dict:

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +37,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from ftpipe.artifacts import localize
+from ftpipe.artifacts import absolute_tracking_uri, localize
 from ftpipe.config.schema import Config, RegistryConfig
 from ftpipe.data.prepared import PrepDir
 from ftpipe.registry.client import connect, experiment_id, retry, scoped_mlflow
 from ftpipe.registry.lineage import lineage_tags
+from ftpipe.registry.links import link_to_best_trial, record_best_trial
+from ftpipe.registry.live import NOT_SCORES, LiveMetrics, log_metric_batch, metric_key
 from ftpipe.registry.lock import process_gone, process_identity
-from ftpipe.registry.params import flatten, split_params
+from ftpipe.registry.params import flatten, headline_params, split_params
 from ftpipe.train.outcome import write_record
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,10 @@ log = logging.getLogger(__name__)
 _BATCH = 100
 """MLflow's cap on params, tags or metrics per logging call (params and tags)."""
 
-_BAD_KEY_CHARS = re.compile(r"[^\w./\- :]")
-
 STOP_REASON = "ftpipe.stop_reason"
 """Run tag: why a run was ended by someone other than its own process."""
 _PROCESS = "ftpipe."
 """Prefix of the run's `process_identity` tags (host, pid, pidns, pid_start)."""
-
-
-def metric_key(name: str) -> str:
-    """A metric name MLflow accepts: characters it rejects (from label names) become `_`."""
-    return _BAD_KEY_CHARS.sub("_", name)
 
 
 class TrainingRun:
@@ -82,6 +76,7 @@ class TrainingRun:
         tune_trial_id: str | None = None,
         deepspeed_config: Mapping[str, Any] | None = None,
         record_dir: str | Path | None = None,
+        searched: Mapping[str, str] | None = None,
     ):
         """Describe the run; nothing is logged before `__enter__`.
 
@@ -94,6 +89,8 @@ class TrainingRun:
             deepspeed_config: The resolved DeepSpeed config, logged as deepspeed.json.
             record_dir: Where tracking.json goes; `train.output_dir` by default, and nowhere
                 for trial runs (their output directories are Tune's).
+            searched: A sweep's search space (dotted path to sampler): those parameters show
+                the sampler instead of the config's value.
         """
         self.config = config
         self.run_name = run_name
@@ -101,6 +98,7 @@ class TrainingRun:
         self.pipeline_run_id = pipeline_run_id
         self.tune_trial_id = tune_trial_id
         self.deepspeed_config = deepspeed_config
+        self.searched = dict(searched or {})
         if record_dir is None and parent_run_id is None:
             record_dir = config.train.output_dir
         self.record_dir = Path(record_dir) if record_dir is not None else None
@@ -131,6 +129,8 @@ class TrainingRun:
         self.run_id = active.info.run_id
         try:
             self._log_inputs()
+            if not (self.searched or self.parent_run_id or self.tune_trial_id):
+                link_to_best_trial(self.client, experiment, self.run_id, tags)
         except BaseException:
             with scoped_mlflow(uri):
                 mlflow.end_run("FAILED")
@@ -142,6 +142,8 @@ class TrainingRun:
         status = "FINISHED"
         if kind is not None:
             status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
+            if self.tune_trial_id and self._ended_by_its_sweep():
+                return False
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             with scoped_mlflow(self.config.registry.tracking_uri):
@@ -150,6 +152,15 @@ class TrainingRun:
             retry(lambda: self.client.set_terminated(self.run_id, status), "end the run")
         self._record(status)
         return False  # never swallow the training error
+
+    def _ended_by_its_sweep(self) -> bool:
+        """Whether the sweep has already ended this trial's run (`end_child_runs`).
+
+        Tune stops a trial (ASHA) by interrupting it; the interruption can reach this exit
+        after the sweep has ended the run FINISHED with its reason, which must stand.
+        """
+        run = retry(lambda: self.client.get_run(self.run_id), "read the run's status")
+        return run.info.status != "RUNNING"
 
     def end_child_runs(self, stops: Mapping[str, tuple[str, str]]) -> list[str]:
         """End this run's children that trials left open, or that failed as Tune stopped them.
@@ -165,7 +176,8 @@ class TrainingRun:
                 reason `trial_ended_without_closing_its_run`.
 
         Returns:
-            The ids of the runs ended.
+            The ids of the runs ended. Every trial's run named in `stops` gets its reason, also
+            one that ended itself.
         """
         experiment = self.client.get_run(self.run_id).info.experiment_id
         children = retry(
@@ -182,25 +194,34 @@ class TrainingRun:
                 _end(self.client, child.info.run_id, status, why)
                 log.info("Ended the run of trial %s as %s (%s)", trial, status, why)
                 ended.append(child.info.run_id)
+            elif trial in stops and STOP_REASON not in child.data.tags:  # closed itself
+                _say_why(self.client, child.info.run_id, why)
         return ended
 
-    def log_history(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Log every evaluation of a training history at its own step."""
-        for entry in entries:
-            self.log_metrics(entry, int(entry["step"]))
+    def live(self) -> LiveMetrics:
+        """A picklable sink for the training loop's live metrics, logging into this run."""
+        return LiveMetrics(absolute_tracking_uri(self.config.registry.tracking_uri), self.run_id)
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log the numeric entries of `metrics` at `step` (e.g. a loop report)."""
-        now = int(time.time() * 1000)
-        step = int(metrics.get("step", 0)) if step is None else step
-        entries = [
-            Metric(metric_key(k), float(v), now, step)
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
-        for start in range(0, len(entries), 1000):
-            chunk = entries[start : start + 1000]
-            retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c), "log metrics")
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        """Log the numeric entries of `metrics` at `step`."""
+        log_metric_batch(self.client, self.run_id, metrics, step)
+
+    def log_summary(self, best: Mapping[str, Any], prefix: str = "best/") -> None:
+        """Log the exported (best) model's evaluation as `best/<metric>`, one value each.
+
+        The loop's bookkeeping (the ranking `score`, counters, throughput) is left out: the
+        curves hold those, and a second copy of a metric under another name misleads.
+        """
+        scores = {prefix + k: v for k, v in best.items() if k not in NOT_SCORES}
+        self.log_metrics(scores, int(best.get("step", 0)))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log more parameters (new keys: MLflow refuses to change a logged value)."""
+        log_params(self.client, self.run_id, params)
+
+    def record_best_trial(self, trial_id: str) -> None:
+        """On a sweep's run: name its best trial, linked both ways (`ftpipe.registry.links`)."""
+        record_best_trial(self.client, self.run_id, trial_id)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or directory (sweep results, plots, ...)."""
@@ -216,7 +237,13 @@ class TrainingRun:
 
     def _log_inputs(self) -> None:
         config = self.config
-        params = flatten(config.model_dump(mode="json"))
+        raw = config.model_dump(mode="json")
+        # Pod settings say where stages ran, not what was trained: a file, not parameters.
+        self.log_dict(raw, "config.json")
+        raw.pop("pipeline")
+        params = headline_params(config) | flatten(raw)
+        # A sweep's run shows what it searched where the config's single value would be.
+        params |= {path: f"searched: {text}" for path, text in self.searched.items()}
         prep = PrepDir(localize(config.data.output_dir))
         if prep.label_map_path.is_file():
             params["labels.id2label"] = json.loads(prep.label_map_path.read_text())["id2label"]
@@ -285,8 +312,12 @@ def end_abandoned_runs(client: MlflowClient, experiment: str, config_hash: str) 
 
 def _end(client: MlflowClient, run_id: str, status: str, why: str) -> None:
     """End a run another process left open, saying why."""
-    retry(lambda: client.set_tag(run_id, STOP_REASON, why), "tag the run")
+    _say_why(client, run_id, why)
     retry(lambda: client.set_terminated(run_id, status), "end the run")
+
+
+def _say_why(client: MlflowClient, run_id: str, why: str) -> None:
+    retry(lambda: client.set_tag(run_id, STOP_REASON, why), "tag the run's stop reason")
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from ftpipe.errors import FtpipeError, reason
 from ftpipe.registry.client import connect, experiment_id, retry, scoped_mlflow
 from ftpipe.registry.evidence import evaluation_tags
 from ftpipe.registry.lineage import lineage_tags, read_fingerprint
+from ftpipe.registry.links import link_registered
 from ftpipe.registry.model_log import (
     EXPORT_TAG,
     KIND_TAG,
@@ -182,6 +183,7 @@ def finish_version(
         The version as it is now.
     """
     name, number = version.name, str(version.version)
+    link_registered(client, version)
     for key, value in tags.items():
         if version.tags.get(key) != value:
             retry(

@@ -15,9 +15,10 @@ It writes, under `evaluate.output_dir`:
 * `predictions.parquet`: one row per held-out example (row, text, label, predicted, ...; for
   tagged words, a sentence with its tags joined by spaces), which the promotion gate's paired
   bootstrap reads;
-* `confusion_matrix.png` (of classes, or of entity types) and, for tagged words,
-  `error_patterns.json` (the 20 most frequent errors); for causal LMs, `generations.md`, the
-  prompt / reference / generation table;
+* `confusion_matrix.png` (of classes, or of entity types); for classifiers, `reliability.json`
+  (the reliability diagram's bins) and `errors.jsonl` (the 20 most confident errors); for
+  tagged words, `error_patterns.json` (the 20 most frequent errors); for causal LMs,
+  `generations.md`, the prompt / reference / generation table (the run report shows them all);
 * `evaluation.json`: the summary the registry attaches to a model version.
 
 The held-out set is identified by a fingerprint of its rows (texts and label names, in order),
@@ -41,6 +42,7 @@ from ftpipe.config.schema import Config, canonical_json
 from ftpipe.data.prepared import PrepDir
 from ftpipe.errors import DataError, FtpipeError
 from ftpipe.tasks.base import CONFUSION
+from ftpipe.tasks.classification_report import ERRORS, RELIABILITY
 from ftpipe.tasks.lm_serving import GENERATIONS
 from ftpipe.train.outcome import read_record
 
@@ -193,7 +195,8 @@ def evaluate_model(
         output_dir=str(output_dir),
         files={k: str(output_dir / v) for k, v in
                (("predictions", PREDICTIONS), ("confusion", CONFUSION), ("metrics", METRICS),
-                ("generations", GENERATIONS)) if (output_dir / v).is_file()},
+                ("generations", GENERATIONS), ("reliability", RELIABILITY), ("errors", ERRORS))
+               if (output_dir / v).is_file()},
         split=heldout.split,
     )  # fmt: skip
     evaluation.save()

@@ -30,8 +30,10 @@ class TrainStageResult:
 def run(config: Config, no_ray: bool = False) -> TrainStageResult:
     """Fine-tune with the configured strategy and export the best model.
 
-    One MLflow run per training holds the params, lineage, prep artifacts and every
-    evaluation. A run that raises ends FAILED, and the register stage refuses it.
+    One MLflow run per training holds the params, lineage and prep artifacts, the live
+    training curves and evaluations (`train/...`, `eval/...` by step), and the exported
+    model's scores (`best/...`). A run that raises ends FAILED, and the register stage
+    refuses it.
 
     Args:
         config: The run's config.
@@ -44,13 +46,14 @@ def run(config: Config, no_ray: bool = False) -> TrainStageResult:
     config = resolve_auto(config)
     started = time.perf_counter()
     with TrainingRun(config) as tracked:
+        # Curves and evaluations reach the run as they happen; the summary once it ends.
         if no_ray:
             from ftpipe.train.local import train_local
 
-            outcome = train_local(config)
+            outcome = train_local(config, on_metrics=tracked.live())
         else:
             from ftpipe.train.ray_train import train_ray
 
-            outcome = train_ray(config)
-        tracked.log_history(outcome.history)
+            outcome = train_ray(config, on_metrics=tracked.live())
+        tracked.log_summary(outcome.metrics)
     return TrainStageResult(config, outcome, time.perf_counter() - started)

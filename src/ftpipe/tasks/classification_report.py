@@ -1,14 +1,23 @@
 """The sequence-classification section of the evaluation report.
 
 Accuracy, macro-F1, per-class precision, recall and F1, the expected calibration error and log
-loss from held-out probabilities, and the confusion matrix as a PNG.
+loss from held-out probabilities, the confusion matrix as a PNG, and for the run report the
+reliability diagram's bins and the most confident errors.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+RELIABILITY = "reliability.json"
+"""Rows, correct rows and summed confidence per confidence bin (the reliability diagram)."""
+
+ERRORS = "errors.jsonl"
+"""The most confident wrong predictions, most confident first: one JSON object per line."""
 
 
 def classification_report(
@@ -43,15 +52,47 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     Confidence is the top class's probability; bin edges are closed on the right, so a
     confidence of exactly 1.0 lands in the last bin.
     """
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    gap = np.abs(
-        np.bincount(which, weights=correct, minlength=bins)
-        - np.bincount(which, weights=confidence, minlength=bins)
+    counts, correct, confidence = reliability_bins(
+        probs.max(axis=1), probs.argmax(axis=1) == labels, bins
     )
-    return float(gap.sum() / max(counts.sum(), 1))
+    return float(np.abs(correct - confidence).sum() / max(counts.sum(), 1))
+
+
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width confidence bin: rows, correct rows, and the sum of their confidences.
+
+    The ECE and the reliability diagram share these bins, so the diagram shows the gaps the
+    ECE adds up.
+    """
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    return (
+        np.bincount(which, minlength=bins),
+        np.bincount(which, weights=correct.astype(np.float64), minlength=bins),
+        np.bincount(which, weights=confidence, minlength=bins),
+    )
+
+
+def write_report_files(frame: pd.DataFrame, output_dir: Path, bins: int, limit: int = 20) -> None:
+    """The report's evidence beyond the metrics: `RELIABILITY` and `ERRORS`.
+
+    Args:
+        frame: The held-out predictions (text, label, predicted, correct, confidence, ...).
+        output_dir: Where the files go.
+        bins: Equal-width confidence bins of the reliability diagram (as of the ECE).
+        limit: How many of the most confident errors `ERRORS` lists.
+    """
+    counts, correct, confidence = reliability_bins(
+        frame["confidence"].to_numpy(), frame["correct"].to_numpy(), bins
+    )
+    reliability = {"bins": bins, "rows": counts.tolist(), "correct": correct.tolist(),
+                   "confidence": confidence.tolist()}  # fmt: skip
+    (output_dir / RELIABILITY).write_text(json.dumps(reliability) + "\n")
+    columns = [c for c in ("row", "text", "text_pair", "label", "predicted", "confidence")
+               if c in frame]  # fmt: skip
+    wrong = frame[~frame["correct"]].sort_values("confidence", ascending=False, kind="stable")
+    wrong[columns].head(limit).to_json(output_dir / ERRORS, orient="records", lines=True)
 
 
 def confusion_png(

@@ -28,7 +28,11 @@ from ftpipe.tasks.base import (
     Tokens,
 )
 from ftpipe.tasks.calibration import calibration_metrics, fit_temperature, log_loss, softmax
-from ftpipe.tasks.classification_report import classification_report, confusion_png
+from ftpipe.tasks.classification_report import (
+    classification_report,
+    confusion_png,
+    write_report_files,
+)
 from ftpipe.tasks.labels import LabelMap
 
 PROB_PREFIX = "prob_"
@@ -166,6 +170,7 @@ class SequenceClassification(ServingTask):
         frame["confidence"] = probs.max(axis=1).astype(np.float64)
         for i, name in enumerate(names):
             frame[PROB_PREFIX + name] = probs[:, i].astype(np.float64)
+        write_report_files(frame, output_dir, bins)
         return metrics, frame
 
     def signature(self, names: Sequence[str], data: Any) -> tuple[dict, dict]:

@@ -20,12 +20,20 @@ from ftpipe.data.prepared import load_prepared
 from ftpipe.hub import set_hub_access
 from ftpipe.strategies.recommend import resolve_auto
 from ftpipe.train.checkpoint import LocalCheckpoints
-from ftpipe.train.loop import RankContext, init_distributed, train
+from ftpipe.train.loop import MetricsSink, RankContext, init_distributed, train
 from ftpipe.train.outcome import Outcome, finish
 
 
-def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
-    """Run the training core in this process and export the best model."""
+def train_local(
+    config: Config, ctx: RankContext | None = None, on_metrics: MetricsSink | None = None
+) -> Outcome:
+    """Run the training core in this process and export the best model.
+
+    Args:
+        config: The run's config; its prep output must exist.
+        ctx: Who this process is (from torchrun's environment by default).
+        on_metrics: Receives the live training and evaluation metrics (`MetricsSink`).
+    """
     ctx = ctx or RankContext.from_env()
     init_distributed(ctx)
     data = load_prepared(config.data.output_dir)
@@ -49,7 +57,7 @@ def train_local(config: Config, ctx: RankContext | None = None) -> Outcome:
                 best_metrics.update(metrics)
 
     resume = Path(config.train.resume_from) if config.train.resume_from else None
-    result = train(config, data, ctx, report, resume_from=resume)
+    result = train(config, data, ctx, report, resume_from=resume, on_metrics=on_metrics)
     if ctx.rank != 0:
         return Outcome("", "", {}, result.metrics)
     best = checkpoints.best()

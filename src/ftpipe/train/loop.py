@@ -36,11 +36,17 @@ from ftpipe.train.setup import Engine, RunPlan, build_engine, plan_run, resume_s
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RankContext", "Report", "TrainResult", "init_distributed", "train"]
+__all__ = ["MetricsSink", "RankContext", "Report", "TrainResult", "init_distributed", "train"]
 
 Report = Callable[[dict[str, Any], Path | None], None]
 """Called by every rank at every evaluation with the metrics and the checkpoint staging
 directory (this rank's files); the directory may be deleted once the call returns."""
+
+MetricsSink = Callable[[dict[str, float], int], None]
+"""Called on rank 0 only, as the run goes, with metrics and the step they belong to: the
+training curves (`train/loss`, `train/lr`, `train/grad_norm`, ...) every
+`train.log_every_steps`, and the evaluation's `eval/<metric>` at every evaluation. An
+experiment tracker plugs in here; the loop knows nothing of it."""
 
 
 @dataclass
@@ -76,8 +82,11 @@ def train(
     ctx: RankContext,
     report: Report,
     resume_from: Path | None = None,
+    on_metrics: MetricsSink | None = None,
 ) -> TrainResult:
     """Fine-tune `config.model` on prepared data with `config.strategy`; see module docstring.
+
+    `on_metrics`, if given, receives the live curves on rank 0 (see `MetricsSink`).
 
     Raises:
         ConfigError: On settings that cannot work with this data or hardware.
@@ -90,7 +99,8 @@ def train(
     plan = plan_run(config, data, ctx)
     run = build_engine(config, data, ctx, plan)
     state = resume_state(run.engine, resume_from, config, ctx, plan.total_steps)
-    progress = Progress(config, plan, ctx, state.step, data.task.counts_tokens)
+    sink = on_metrics if ctx.rank == 0 else None
+    progress = Progress(config, plan, ctx, state.step, data.task.counts_tokens, sink)
     exported = False  # every run exports at least once, also a resumed one that never improves
     metrics: dict[str, Any] = {}
     order, order_epoch = np.empty(0, dtype=np.int64), -1
@@ -110,7 +120,8 @@ def train(
             progress.add(*fit_head(head, run.train_source, l2, announce=ctx.rank == 0))
         else:
             per_rank = plan.batch.per_rank
-            progress.add(*train_step(run, order[index * per_rank : (index + 1) * per_rank], plan))
+            rows = order[index * per_rank : (index + 1) * per_rank]
+            progress.add(*train_step(run, rows, plan, norm=progress.measures(step + 1)))
         done = step + 1
         progress.log(done, run.scheduler)
         if not plan.evaluates_after(done, config.train.eval_every_steps):
@@ -118,13 +129,14 @@ def train(
 
         # --- Evaluate, decide, checkpoint (every rank: the saves are collective) ----------
         evaluator = data.task.evaluator(plan.eval_split, data.labels)
-        metrics = evaluate(run.engine, run.eval_source, ctx, plan.batch.micro, evaluator)
-        metrics |= progress.fields(done)
+        evaluated = evaluate(run.engine, run.eval_source, ctx, plan.batch.micro, evaluator)
+        metrics = evaluated | progress.fields(done)
         improved = track_best(state, metrics, plan, done)
         stop = config.train.patience is not None and state.bad_evals >= config.train.patience
         if ctx.rank == 0:
             note = "best" if improved else f"{state.bad_evals} without improvement"
             log.info("eval @ step %d: %s  (%s)", done, _format(metrics), note)
+        progress.evaluated(evaluated, done)
         with tempfile.TemporaryDirectory(prefix="ftpipe-ckpt-") as staging:
             save_checkpoint(run.engine, Path(staging), state, ctx.rank)
             metrics["exported"] = improved or not exported
@@ -144,24 +156,46 @@ def train(
     return progress.result(metrics, state, run.trainable_parameters)
 
 
-def train_step(run: Engine, rows: np.ndarray, plan: RunPlan) -> tuple[float, int, int, float]:
-    """One optimizer step over this rank's rows: (mean loss, rows, real tokens, seconds).
+def train_step(
+    run: Engine, rows: np.ndarray, plan: RunPlan, norm: bool = False
+) -> tuple[float, int, int, float, float | None]:
+    """One optimizer step over this rank's rows.
 
-    Rows and tokens count every rank's.
+    Returns:
+        (mean loss, rows, real tokens, seconds, gradient norm): rows and tokens count every
+        rank's; the global gradient norm before clipping only with `norm`, else None.
     """
     started = time.perf_counter()
     run.engine.train()
-    loss_sum, tokens = 0.0, 0
+    loss_sum, tokens, grad_norm = 0.0, 0, None
     for micro_rows in rows.reshape(plan.batch.accumulation, plan.batch.micro):
         batch = run.train_source.batch(micro_rows, run.engine.device)
         loss = run.engine(**batch).loss
         run.engine.backward(loss)
-        if run.averages_gradients and run.engine.is_gradient_accumulation_boundary():
-            average_gradients(run.engine.module)  # before the step clips and applies them
+        if run.engine.is_gradient_accumulation_boundary():
+            if run.averages_gradients:
+                average_gradients(run.engine.module)  # before the step clips and applies them
+            if norm:
+                grad_norm = _plain_grad_norm(run.engine)
         run.engine.step()  # DeepSpeed applies the optimizer on the accumulation boundary
         loss_sum += loss.item() / plan.batch.accumulation
         tokens += run.train_source.tokens(micro_rows) * plan.batch.world_size
-    return loss_sum, plan.batch.global_batch, tokens, time.perf_counter() - started
+    if norm and grad_norm is None:
+        found = run.engine.get_global_grad_norm()
+        grad_norm = None if found is None else float(found)
+    return loss_sum, plan.batch.global_batch, tokens, time.perf_counter() - started, grad_norm
+
+
+def _plain_grad_norm(engine: Any) -> float | None:
+    """The gradient norm where DeepSpeed keeps none (full-precision ZeRO-0), else None.
+
+    Its plain optimizer clips without recording the norm and drops the gradients at its step;
+    the ZeRO and half-precision optimizers record theirs (`get_global_grad_norm`).
+    """
+    if engine.zero_optimization() or engine.fp16_enabled() or engine.bfloat16_enabled():
+        return None
+    grads = [p.grad.detach() for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
 
 def track_best(state: TrainerState, metrics: dict[str, Any], plan: RunPlan, done: int) -> bool:
@@ -186,11 +220,14 @@ def track_best(state: TrainerState, metrics: dict[str, Any], plan: RunPlan, done
 class Progress:
     """Throughput counters and the progress log line every `train.log_every_steps`."""
 
-    def __init__(self, config: Config, plan: RunPlan, ctx: RankContext, start: int, tokens: bool):
+    def __init__(
+        self, config: Config, plan: RunPlan, ctx: RankContext, start: int, tokens: bool,
+        sink: MetricsSink | None = None,
+    ):  # fmt: skip
         self.plan, self.ctx, self.start, self.show_tokens = plan, ctx, start, tokens
-        self.every = config.train.log_every_steps
+        self.every, self.sink = config.train.log_every_steps, sink
         self.train_seconds, self.rows, self.tokens = 0.0, 0, 0
-        self.window_loss, self.window_steps = 0.0, 0
+        self.window_loss, self.window_steps, self.grad_norm = 0.0, 0, None
         self.started = time.perf_counter()  # the ETA counts evaluations and checkpoints too
         if ctx.rank == 0 and not plan.head_fit:  # the head fit logs its own progress
             b = plan.batch
@@ -205,18 +242,27 @@ class Progress:
             if plan.padding is not None:
                 log.info(plan.padding.describe())
 
-    def add(self, loss: float, rows: int, tokens: int, seconds: float) -> None:
-        """Count one optimizer step."""
+    def add(
+        self, loss: float, rows: int, tokens: int, seconds: float, grad_norm: float | None = None
+    ) -> None:
+        """Count one optimizer step (with its gradient norm when it was measured)."""
         self.train_seconds += seconds
         self.rows += rows
         self.tokens += tokens
         self.window_loss += loss
         self.window_steps += 1
+        self.grad_norm = grad_norm
+
+    def due(self, done: int) -> bool:
+        """Whether a progress line (and the live training metrics) is due after `done` steps."""
+        return not self.plan.head_fit and (done % self.every == 0 or done == self.plan.total_steps)
 
     def log(self, done: int, scheduler: Any) -> None:
         """Log the window's mean loss, the rates and the ETA when a line is due."""
-        if self.plan.head_fit or (done % self.every and done != self.plan.total_steps):
+        if not self.due(done):
             return
+        if self.sink is not None:
+            self.sink(self.curves(done, max(scheduler.get_last_lr())), done)
         if self.ctx.rank == 0:
             steps_per_s = (done - self.start) / (time.perf_counter() - self.started)
             tokens = (
@@ -231,6 +277,29 @@ class Progress:
                 self.rows / self.train_seconds, tokens, eta // 3600, eta % 3600 // 60, eta % 60,
             )  # fmt: skip
         self.window_loss, self.window_steps = 0.0, 0
+
+    def measures(self, done: int) -> bool:
+        """Whether the step ending at `done` should measure its gradient norm (it is logged)."""
+        return self.sink is not None and self.due(done)
+
+    def evaluated(self, scores: dict[str, float], done: int) -> None:
+        """Hand an evaluation's scores to the sink as it happens.
+
+        So a tracker charts them while the run goes, not after it.
+        """
+        if self.sink is not None:
+            epoch = done / self.plan.steps_per_epoch
+            self.sink({f"eval/{k}": v for k, v in scores.items()} | {"epoch": epoch}, done)
+
+    def curves(self, done: int, lr: float) -> dict[str, float]:
+        """The window's training metrics, for a tracker's charts."""
+        curves = {
+            "train/loss": self.window_loss / self.window_steps,
+            "train/lr": lr,
+            "train/samples_per_second": self.rows / max(self.train_seconds, 1e-9),
+            "epoch": done / self.plan.steps_per_epoch,
+        }
+        return curves | ({} if self.grad_norm is None else {"train/grad_norm": self.grad_norm})
 
     def fields(self, done: int) -> dict[str, Any]:
         """Where an evaluation happened, for its metrics."""

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftpipe.artifacts import absolute
 from ftpipe.config import Config
@@ -28,10 +28,15 @@ from ftpipe.train.outcome import Outcome, finish
 from ftpipe.train.ray_cluster import ensure_ray
 from ftpipe.train.run_storage import RunStorage
 
+if TYPE_CHECKING:  # the loop (torch, DeepSpeed) loads in the workers, not the driver
+    from ftpipe.train.loop import MetricsSink
+
 log = logging.getLogger(__name__)
 
 
-def train_ray(config: Config, run_name: str | None = None) -> Outcome:
+def train_ray(
+    config: Config, run_name: str | None = None, on_metrics: MetricsSink | None = None
+) -> Outcome:
     """Fine-tune with `config.train.num_workers` Ray Train workers and export the best model.
 
     Checkpoints go to `train.storage` (or output_dir/ray). A run of the same config that a
@@ -41,6 +46,8 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
         config: The run's config; its prep output must exist.
         run_name: Name of the run in storage; by default the config's unfinished run, or a new
             timestamped one (Ray resumes a run whose name already exists in storage).
+        on_metrics: Receives the live metrics in the rank-0 worker (`MetricsSink`); it is
+            pickled there, so it must hold what it needs to reach its store, not a connection.
     """
     output_dir = Path(config.train.output_dir).absolute()
     storage = RunStorage.open(config.train.storage or output_dir / "ray")
@@ -51,7 +58,7 @@ def train_ray(config: Config, run_name: str | None = None) -> Outcome:
     name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     ensure_ray(config.train.ray_address)
     check_storage_reach(storage, "train.storage")
-    result = build_trainer(config, name, storage).fit()
+    result = build_trainer(config, name, storage, on_metrics=on_metrics).fit()
     best_checkpoint, best_metrics = best_of(result, higher_is_better(config))
     # The full evaluation history lives in the latest checkpoint, which Ray always keeps
     # (its metrics_dataframe holds only the reports whose checkpoints retention kept).
@@ -87,7 +94,13 @@ def check_storage_reach(storage: RunStorage, key: str) -> None:
     )
 
 
-def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Sequence[Any] = ()):
+def build_trainer(
+    config: Config,
+    name: str,
+    storage: RunStorage,
+    callbacks: Sequence[Any] = (),
+    on_metrics: MetricsSink | None = None,
+):
     """A TorchTrainer that runs the training core on `config.train.num_workers` workers.
 
     Args:
@@ -95,6 +108,7 @@ def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Seq
         name: Run name under `storage` (an existing one is resumed by Ray).
         storage: Where Ray Train keeps checkpoints and results.
         callbacks: Ray Train callbacks (a Tune sweep passes its report callback).
+        on_metrics: The live metrics' receiver, pickled into the workers (`train_ray`).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -116,6 +130,7 @@ def build_trainer(config: Config, name: str, storage: RunStorage, callbacks: Seq
             "config": config.model_dump(mode="json"),
             "prep_dir": absolute(config.data.output_dir),  # each worker localizes a URI
             "cwd": os.getcwd(),
+            "on_metrics": on_metrics,  # the loop calls it on rank 0 only
         },
         scaling_config=ScalingConfig(
             num_workers=workers if isinstance(workers, int) else tuple(workers),
@@ -204,7 +219,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     opened = checkpoint.as_directory() if checkpoint else nullcontext(explicit)
     with opened as resume_from:
         train(config, load_prepared(loop_config["prep_dir"]), ctx, report,
-              Path(resume_from) if resume_from else None)  # fmt: skip
+              Path(resume_from) if resume_from else None,
+              on_metrics=loop_config.get("on_metrics"))  # fmt: skip
 
 
 def submit_job(address: str, argv: list[str], working_dir: Path, name: str) -> None:

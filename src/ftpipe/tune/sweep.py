@@ -67,12 +67,15 @@ def sweep_name(config: Config) -> str:
 Track = Callable[..., AbstractContextManager[Any]]
 """Opens the tracking run around the sweep and each trial (the stage passes
 `ftpipe.registry.tracking.TrainingRun`): called with a config and the keywords `run_name`,
-`record_dir`, `parent_run_id` or `tune_trial_id`; what it yields has `run_id`,
-`log_history(entries)`, `log_artifact(path, directory)` and `end_child_runs(stops)` (trial id
-to the (status, stop reason) its run, if still open, ends with)."""
+`record_dir`, `searched` (the space), `parent_run_id` or `tune_trial_id`; what it yields has
+`run_id`, `live()` (a picklable sink for the loop's live metrics), `log_metrics(metrics)`,
+`log_params(params)`, `log_artifact(path, directory)`, `record_best_trial(trial_id)` and
+`end_child_runs(stops)` (trial id to the (status, stop reason) its run, if still open, ends
+with)."""
 
 EARLY_STOPPED = "early_stopped_by_scheduler"
-"""Stop reason of a trial ASHA stopped (its run ends KILLED)."""
+"""Stop reason of a trial ASHA stopped. Its run ends FINISHED: what it logged until then is a
+complete, if shorter, result."""
 
 
 def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcome:
@@ -99,10 +102,12 @@ def run_sweep(config: Config, track: Track, resume: bool = False) -> SweepOutcom
     storage = RunStorage.open(config.tune.storage or outputs)
     check_storage_reach(storage, "tune.storage")
 
-    # The sweep is one MLflow run; each trial a run nested under it.
-    with track(base, run_name=name, record_dir=outputs) as sweep_run:
+    # The sweep is one MLflow run, its parameters the space searched; each trial a run nested
+    # under it.
+    with track(base, run_name=name, record_dir=outputs, searched=space) as sweep_run:
         outcome = _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
                          (track, sweep_run), resume)  # fmt: skip
+        _log_sweep_result(sweep_run, outcome, samplers)
         for path in (outcome.results, outcome.best_config, directory / "best.json",
                      directory / "metric_vs_lr.png", directory / "trials.png"):  # fmt: skip
             sweep_run.log_artifact(path, "sweep")
@@ -151,8 +156,10 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     best_yaml = directory / "best.yaml"
     best_yaml.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
     checkpoint = storage.reach(str(top.get("checkpoint_path", "")))
+    stopped = sum(row.get("stop_reason") == "stopped by ASHA" for row in rows)
     summary = {"metric": metric, "best": float(top[metric]), "config": best.config,
-               "checkpoint": checkpoint, "trial": best.path}  # fmt: skip
+               "checkpoint": checkpoint, "trial": best.path, "trial_id": _trial_id(best) or "",
+               "trials": len(rows), "stopped_early": stopped}  # fmt: skip
     (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("Best trial: %s=%.4f with %s", metric, top[metric], best.config)
     final = _final_step(config, best_config, checkpoint, directory, top.to_dict())
@@ -224,34 +231,40 @@ def _trial(
     config = validate_config(
         apply_overrides(config.model_dump(mode="json"), [f"train.output_dir={directory}/{trial}"])
     )
-    trainer = build_trainer(config, f"train-{context.get_trial_id()}",
-                            RunStorage.open(f"{storage}/{trial}"),
-                            callbacks=[TuneReportCallback()])  # fmt: skip
+    # Metrics go to the trial's run as they happen: ASHA may end this process at any report.
     with track(config, parent_run_id=parent_run_id,
                tune_trial_id=context.get_trial_id()) as run:  # fmt: skip
-        result = trainer.fit()
-        if result.metrics_dataframe is not None:
-            run.log_history(result.metrics_dataframe.to_dict("records"))
+        trainer = build_trainer(config, f"train-{context.get_trial_id()}",
+                                RunStorage.open(f"{storage}/{trial}"),
+                                callbacks=[TuneReportCallback()],
+                                on_metrics=run.live())  # fmt: skip
+        trainer.fit()
 
 
 def _trial_stops(grid: Any, metric: str, base: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Each trial's id to the (status, stop reason) its run ends with if it is still open."""
     stops = {}
     for result in grid:
-        match = re.search(r"_([0-9a-f]+_\d{5})_", Path(result.path).name)
-        trial = (result.metrics or {}).get("trial_id") or (match.group(1) if match else None)
+        trial = _trial_id(result)
         history = result.metrics_dataframe
         if trial is None:
             continue
         if result.error is not None or history is None or metric not in history:
-            stops[str(trial)] = ("FAILED", "error")
+            stops[trial] = ("FAILED", "error")
             continue
         why = stop_reason(_trial_config(base, result.config or {}), history.iloc[-1])
-        stops[str(trial)] = {
-            "stopped by ASHA": ("KILLED", EARLY_STOPPED),
+        stops[trial] = {
+            "stopped by ASHA": ("FINISHED", EARLY_STOPPED),
             "early stop (train.patience)": ("FINISHED", "early_stopped_by_patience"),
         }.get(why, ("FINISHED", "completed"))
     return stops
+
+
+def _trial_id(result: Any) -> str | None:
+    """A Tune result's trial id: from its metrics, or from its directory's name."""
+    match = re.search(r"_([0-9a-f]+_\d{5})_", Path(result.path).name)
+    trial = (result.metrics or {}).get("trial_id") or (match.group(1) if match else None)
+    return None if trial is None else str(trial)
 
 
 def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
@@ -360,3 +373,13 @@ def _final_step(config, best_config, checkpoint, directory, metrics) -> Outcome 
     outcome = train_ray(validate_config(retrain))
     shutil.copy(directory / "result.json", directory / "retrain_result.json")
     return outcome
+
+
+def _log_sweep_result(run: Any, outcome: SweepOutcome, samplers: dict[str, Sampler]) -> None:
+    """The sweep's result on its run: best score, trial counts, best config and trial."""
+    summary = json.loads((outcome.directory / "best.json").read_text())
+    run.log_metrics({f"best/{outcome.metric}": summary["best"], "trials": summary["trials"],
+                     "trials_stopped_early": summary["stopped_early"]})  # fmt: skip
+    run.log_params({f"best.{path}": summary["config"].get(path) for path in samplers})
+    if summary["trial_id"]:
+        run.record_best_trial(summary["trial_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,18 @@ def gate_tags(config, version) -> dict[str, str]:
     return {k.removeprefix("ftpipe.gate."): v for k, v in tags.items() if "gate." in k}
 
 
+def evidence_page(config, version) -> str:
+    """The gate's Markdown evidence for the version's latest decision, as the tag names it."""
+    client = MlflowClient(config.registry.tracking_uri)
+    run_id, _, path = gate_tags(config, version)["evidence"].removeprefix("runs:/").partition("/")
+    return Path(client.download_artifacts(run_id, path)).read_text()
+
+
+def description(config, version) -> str:
+    client = MlflowClient(config.registry.tracking_uri)
+    return client.get_model_version(config.registry.model_name, version).description
+
+
 def test_first_model_then_noise_then_a_real_improvement(config, tmp_path):
     first = corrupt(LABELS, 0.8, 3, seed=1)
     v1 = new_version(config, tmp_path, first)
@@ -72,16 +85,24 @@ def test_first_model_then_noise_then_a_real_improvement(config, tmp_path):
     assert result.version == v2 and not result.changed and champion(config) == v1
     tags = gate_tags(config, v2)
     assert tags["decision"] == "rejected" and tags["champion_version"] == v1
-    assert float(tags["challenger_value"]) > float(tags["champion_value"])
-    assert float(tags["ci_low"]) < 0 < float(tags["ci_high"])
-    assert set(json.loads(tags["class_f1_deltas"])) == set(NAMES)
-    assert json.loads(tags["checks"])["improvement"] is False
-    assert "failed improvement" in tags["reason"]
+    # A few short tags, one sentence, and the rest on a page a person reads: no JSON blobs.
+    assert tags["metric"] == "macro_f1"
+    low, high = json.loads(tags["ci"])
+    assert low < 0 < high
+    assert not any(value.startswith("{") for value in tags.values()), tags
+    said = description(config, v2)
+    assert said.startswith("Not promoted by gate decision 2: kept: failed improvement")
+    assert said.count(". ") == 0 and said.endswith(".")
+    page = evidence_page(config, v2)
+    assert page.startswith(f"# Promotion gate: {config.registry.model_name} version {v2}, not")
+    assert "| improvement | no |" in page and f"(version {v1})" in page
+    assert all(f"| {name} | " in page for name in NAMES)
 
     v3 = new_version(config, tmp_path, swap(LABELS, first, fix=45, spoil=2, seed=3))
     result = promote(config, v3)
     assert result.changed and result.champion_before == v1 and champion(config) == v3
     assert gate_tags(config, v3)["decision"] == "promoted"
+    assert description(config, v3).startswith("Promoted to champion by gate decision 3")
     assert gate_tags(config, v1)["replaced_by"] == v3
 
     # Idempotent: the champion again changes nothing; the rejected one is rejected again.
@@ -104,8 +125,8 @@ def test_a_class_collapse_blocks_promotion(config, tmp_path):
     )
     result = promote(by_accuracy, v2)
 
-    checks = json.loads(gate_tags(config, v2)["checks"])
-    assert checks == {"improvement": True, "no_class_collapse": False}
+    page = evidence_page(config, v2)
+    assert "| improvement | yes |" in page and "| no_class_collapse | no |" in page
     assert not result.changed and champion(config) != v2
 
 
@@ -118,7 +139,7 @@ def test_budgets_come_from_the_evaluation(config, tmp_path):
     good = corrupt(LABELS, 0.9, 3, seed=4)
     slow = new_version(config, tmp_path, good, latency_p95_ms=35.0, size_mb=10.0)
     assert not promote(limited, slow).changed
-    assert json.loads(gate_tags(config, slow)["checks"])["latency"] is False
+    assert "| latency | no |" in evidence_page(config, slow)
     fast = new_version(config, tmp_path, good, latency_p95_ms=5.0, size_mb=10.0)
     assert promote(limited, fast).changed
 
@@ -163,8 +184,9 @@ def test_the_evidence_names_the_split_and_an_eval_split_is_called_optimistic(
     on_test = new_version(config, tmp_path, predicted, split="test")
     client = MlflowClient(config.registry.tracking_uri)
     tags = client.get_model_version(config.registry.model_name, on_test).tags
-    record = json.loads(tags[f"ftpipe.eval.{FINGERPRINT[:16]}"])
-    assert record["split"] == "test"
+    # A short pointer to the evaluation's files, which hold the split and the predictions.
+    where = tags[f"ftpipe.eval.{FINGERPRINT[:16]}"]
+    assert where.startswith("runs:/") and where.endswith(f"/evaluation/{FINGERPRINT[:12]}")
     with caplog.at_level("WARNING", logger="ftpipe.registry.promote"):
         result = promote(config, on_test, dry_run=True)
     assert result.decision.split == "test" and result.decision.optimistic is False
@@ -179,6 +201,7 @@ def test_the_evidence_names_the_split_and_an_eval_split_is_called_optimistic(
     assert result.decision.reason.endswith(OPTIMISTIC)
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and OPTIMISTIC in warned[0] and f"Version {on_eval}" in warned[0]
-    tags = gate_tags(config, on_eval)
-    assert (tags["split"], tags["optimistic"]) == ("eval", "true")
-    assert tags["reason"].endswith(OPTIMISTIC)
+    assert gate_tags(config, on_eval)["split"] == "eval"
+    assert description(config, on_eval).endswith("optimistic: the eval split also chose it.")
+    page = evidence_page(config, on_eval)
+    assert "| Optimistic | yes |" in page and page.rstrip().splitlines()[2].endswith(OPTIMISTIC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import mlflow
@@ -28,11 +29,6 @@ LONG_SAMPLER = "choice([" + ", ".join(f"{i}e-6" for i in range(1, 120)) + "])"
 TEXTS = ["good hello help please", "bad late crash twice", "refund please", "charged twice"]
 
 
-def history(checkpoints: Path) -> list[dict]:
-    latest = max(checkpoints.rglob("trainer_state.json"))
-    return json.loads(latest.read_text())["history"]
-
-
 def test_a_training_run_logs_params_lineage_metrics_and_artifacts(
     tmp_path, tiny_model_dir, tracking_uri, model_name, monkeypatch
 ):
@@ -44,12 +40,21 @@ def test_a_training_run_logs_params_lineage_metrics_and_artifacts(
     )
     config = with_registry(base, tracking_uri, model_name, "registry.log_system_metrics=true")
 
-    with TrainingRun(config, deepspeed_config={"zero_optimization": {"stage": 0}}) as run:
-        outcome = train_local(config)
-        for entry in history(Path(outcome.best_checkpoint).parent):
-            run.log_metrics(entry, entry["step"])
-
     client = MlflowClient(tracking_uri)
+    seen: list[tuple[int, set[str]]] = []
+
+    def watch(metrics: dict, step: int) -> None:
+        """The live sink, checked in the store at each call: logged there as it happens."""
+        live(metrics, step)
+        for key in metrics:
+            assert step in {m.step for m in client.get_metric_history(run.run_id, key)}, key
+        seen.append((step, set(metrics)))
+
+    with TrainingRun(config, deepspeed_config={"zero_optimization": {"stage": 0}}) as run:
+        live = pickle.loads(pickle.dumps(run.live()))  # as a Ray worker receives it
+        outcome = train_local(config, on_metrics=watch)
+        run.log_summary(outcome.metrics)
+
     logged = client.get_run(run.run_id)
     assert logged.info.status == "FINISHED"
     tags, params = logged.data.tags, logged.data.params
@@ -71,13 +76,27 @@ def test_a_training_run_logs_params_lineage_metrics_and_artifacts(
     files = {a.path for a in client.list_artifacts(run.run_id, "prep")}
     assert {"prep/stats.json", "prep/label_map.json", "prep/fingerprint.json"} <= files
     assert "deepspeed.json" in {a.path for a in client.list_artifacts(run.run_id)}
-    # Metrics per evaluation step (each epoch end here), and the machine's.
-    losses = client.get_metric_history(run.run_id, "loss")
+    # Evaluations at their steps (each epoch end here), training curves every
+    # train.log_every_steps, and the machine's.
+    losses = client.get_metric_history(run.run_id, "eval/loss")
     assert len(losses) == config.train.epochs and sorted(m.step for m in losses)[0] > 0
-    assert {m.step for m in client.get_metric_history(run.run_id, "f1/good")} == {
+    assert {m.step for m in client.get_metric_history(run.run_id, "eval/f1/good")} == {
         m.step for m in losses
     }
+    every = config.train.log_every_steps
+    for key in ("train/loss", "train/lr", "train/grad_norm"):
+        steps = [m.step for m in client.get_metric_history(run.run_id, key)]
+        assert steps and all(s % every == 0 for s in steps[:-1]), (key, steps)
+    assert [step for step, keys in seen if "eval/loss" in keys] == sorted(m.step for m in losses)
     assert any(key.startswith("system/") for key in logged.data.metrics)
+    # The summary is the exported model's; the ranking score and the last epoch's metrics
+    # are not logged under the plain names.
+    exported = Export.open(outcome.model_dir).metrics
+    assert logged.data.metrics["best/accuracy"] == pytest.approx(exported["accuracy"])
+    assert not {"score", "accuracy", "best", "exported"} & set(logged.data.metrics)
+    assert (params["strategy"], params["lr"]) == ("full", str(config.train.lr))
+    assert "config.json" in {a.path for a in client.list_artifacts(run.run_id)}
+    assert not any(key.startswith("pipeline.") for key in params)
     assert read_record(config.train.output_dir) == {
         "run_id": run.run_id, "status": "FINISHED", "tracking_uri": tracking_uri,
         "experiment_name": config.registry.experiment_name,
@@ -123,6 +142,11 @@ def test_tune_trials_are_nested_runs_under_the_sweep(trained, tmp_path, tracking
     assert sorted(r.data.tags["ftpipe.tune_trial_id"] for r in children) == ["trial_0", "trial_1"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert client.get_run(sweep.run_id).data.tags["ftpipe.tune_trial_id"] == "none"
+    # Tune's verdict reaches the trials that closed their runs themselves too, as a reason.
+    assert sweep.end_child_runs({"trial_0": ("FINISHED", "completed")}) == []
+    again = [client.get_run(r.info.run_id).data.tags for r in children]
+    reasons = {t["ftpipe.tune_trial_id"]: t.get("ftpipe.stop_reason") for t in again}
+    assert reasons == {"trial_0": "completed", "trial_1": None}
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
