@@ -75,7 +75,7 @@ class Results:
         best = json.loads((sweep / "best.json").read_text())
         trials = best.get("trials", 1)
         stopped = f" ({best['stopped_early']} stopped early)" if best.get("stopped_early") else ""
-        settings = ", ".join(f"{key}={value}" for key, value in best["config"].items())
+        settings = ", ".join(f"{key}={_short(value)}" for key, value in best["config"].items())
         return (f"{trials} trial{'s' * (trials != 1)}{stopped}, best {best['metric']} "
                 f"{best['best']:.4f} with {settings}")  # fmt: skip
 
@@ -106,3 +106,8 @@ class Results:
         # The reason opens with the verdict ("promoted: every check passed", "kept: failed
         # margin"); its evidence, in brackets, is in the report.
         return found["reason"].split(" (", 1)[0]
+
+
+def _short(value: object) -> str:
+    """A sampled value as a person reads it: floats to 4 significant digits (0.001374)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
