@@ -60,7 +60,7 @@ chromium:
 	    "install it, or run the tests without it: .venv/bin/pytest -m 'not gpu and not slow'" >&2; \
 	    exit 1; }; }
 
-# Tests marked slow (over a minute each on 2 cores: Ray Tune sweeps, a killed Ray worker) run
+# Tests marked slow (20 s or more each on 2 cores: Ray Tune sweeps, a killed Ray worker) run
 # in test-all, so make test stays under 20 minutes.
 test: install chromium
 	$(BIN)/pytest -p randomly -m "not gpu and not slow"

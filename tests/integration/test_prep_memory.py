@@ -55,6 +55,7 @@ def _generate(path: Path, size: int) -> int:
     return rows
 
 
+@pytest.mark.slow
 def test_peak_memory_is_at_most_twice_the_file_plus_a_constant(tmp_path):
     train = tmp_path / "train.csv"
     rows = _generate(train, 40 * MIB)

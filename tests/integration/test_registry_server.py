@@ -91,6 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield uri
 
 
+@pytest.mark.slow
 def test_track_evaluate_register_load_and_promote_through_a_server(
     server, tmp_path, tiny_model_dir
 ):
