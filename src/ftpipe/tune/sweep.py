@@ -50,6 +50,8 @@ class SweepOutcome:
     best_checkpoint: str
     results: Path
     final: Outcome | None
+    summary: dict[str, Any]
+    """best.json: the metric, best score and config, best trial, trial counts."""
 
 
 RUN_CONTROLS = ("max_concurrent_trials", "time_budget_s", "final")
@@ -163,7 +165,8 @@ def _sweep(config, base_raw, samplers, grid_search, metric, mode, name, storage,
     (directory / "best.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("Best trial: %s=%.4f with %s", metric, top[metric], best.config)
     final = _final_step(config, best_config, checkpoint, directory, top.to_dict())
-    return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final)
+    return SweepOutcome(directory, metric, best_yaml, top.to_dict(), checkpoint, results, final,
+                        summary)  # fmt: skip
 
 
 def _tuner(config, trainable, samplers, grid_search, objective, storage, where, resume):
@@ -377,7 +380,7 @@ def _final_step(config, best_config, checkpoint, directory, metrics) -> Outcome 
 
 def _log_sweep_result(run: Any, outcome: SweepOutcome, samplers: dict[str, Sampler]) -> None:
     """The sweep's result on its run: best score, trial counts, best config and trial."""
-    summary = json.loads((outcome.directory / "best.json").read_text())
+    summary = outcome.summary
     run.log_metrics({f"best/{outcome.metric}": summary["best"], "trials": summary["trials"],
                      "trials_stopped_early": summary["stopped_early"]})  # fmt: skip
     run.log_params({f"best.{path}": summary["config"].get(path) for path in samplers})
