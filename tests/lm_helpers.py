@@ -91,7 +91,9 @@ def trained(tmp_path: Path, model_dir: Path, chat: bool, *overrides: str):
                  **columns},
         "model": {"name": str(model_dir)},
         "strategy": {"name": "full"},
-        "train": {"batch_size": 8, "num_workers": 1, "epochs": 30, "lr": 1e-2,
+        # At lr 1e-2 this model's training was chaotic: the thread count alone moved the
+        # held-out loss from 0.006 to 0.2. At 3e-3 it converges for any seed or thread count.
+        "train": {"batch_size": 8, "num_workers": 1, "epochs": 30, "lr": 3e-3,
                   "warmup_ratio": 0.0, "output_dir": str(tmp_path / "train")},
         "evaluate": {"generate_rows": 9, "latency_rows": 2,
                      "output_dir": str(tmp_path / "evaluate")},
