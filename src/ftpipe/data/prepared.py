@@ -287,20 +287,23 @@ def load_prepared(directory: str | Path) -> PreparedData:
         DataError: If the directory is not a complete prep output.
     """
     prep = PrepDir.open(directory)
-    splits = {}
-    for name in TRAINING_SPLITS:
-        table = pq.read_table(prep.split_path(name))
-        columns = table.column_names
-        lists = {
-            key: table.column(column).to_pylist() if column in columns else None
-            for key, column in LIST_COLUMNS.items()
-        }
-        arrays = {
-            key: table.column(column).to_numpy().astype(np.int64) if column in columns else None
-            for key, column in ARRAY_COLUMNS.items()
-        }
-        splits[name] = Split(**lists, **arrays)  # type: ignore[arg-type]
+    splits = {name: read_split(prep, name) for name in TRAINING_SPLITS}
     return PreparedData(splits, prep.labels, prep.fingerprint, prep.stats, prep.task)
+
+
+def read_split(prep: PrepDir, name: str) -> Split:
+    """One split's token ids and targets, as prep stored them."""
+    table = pq.read_table(prep.split_path(name))
+    columns = table.column_names
+    lists = {
+        key: table.column(column).to_pylist() if column in columns else None
+        for key, column in LIST_COLUMNS.items()
+    }
+    arrays = {
+        key: table.column(column).to_numpy().astype(np.int64) if column in columns else None
+        for key, column in ARRAY_COLUMNS.items()
+    }
+    return Split(**lists, **arrays)  # type: ignore[arg-type]
 
 
 def batches(

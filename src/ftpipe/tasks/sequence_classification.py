@@ -31,6 +31,7 @@ from ftpipe.tasks.calibration import calibration_metrics, fit_temperature, log_l
 from ftpipe.tasks.classification_report import (
     classification_report,
     confusion_png,
+    ece_noise_floor,
     write_report_files,
 )
 from ftpipe.tasks.labels import LabelMap
@@ -159,6 +160,7 @@ class SequenceClassification(ServingTask):
         labels = np.array([ids[name] for name in heldout.labels], dtype=np.int64)
         metrics = classification_report(probs, labels, tuple(names), bins)
         metrics |= calibration_metrics(outputs, labels, temperature, bins)
+        metrics["ece_floor"] = ece_noise_floor(probs.max(axis=1), bins)
         confusion_png(labels, probs.argmax(axis=1), tuple(names), output_dir / CONFUSION)
         predicted = probs.argmax(axis=1)
         frame = pd.DataFrame({"row": np.arange(len(labels)), "text": heldout.texts})
@@ -185,7 +187,8 @@ class SequenceClassification(ServingTask):
         m = metrics
         return (
             f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f} "
-            f"(temperature {m['temperature']:.3g}; {m['ece_raw']:.4f} without), log loss "
+            f"(temperature {m['temperature']:.3g}; {m['ece_raw']:.4f} without; "
+            f"{m['ece_floor']:.4f} from a perfectly calibrated model on these rows), log loss "
             f"{m['loss']:.4f}"
         )
 

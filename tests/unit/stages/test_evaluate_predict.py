@@ -12,7 +12,7 @@ import pytest
 from ftpipe.stages.evaluate import evaluate_model, heldout_fingerprint, load_heldout
 from ftpipe.stages.predict import default_output, predict_file
 from ftpipe.tasks.calibration import softmax
-from ftpipe.tasks.classification_report import expected_calibration_error
+from ftpipe.tasks.classification_report import ece_noise_floor, expected_calibration_error
 from ftpipe.train.predictor import Predictor
 from tests.helpers import write_csv
 
@@ -52,6 +52,9 @@ def test_evaluate_reproduces_the_training_metrics_and_writes_its_files(trained, 
         assert m[f"f1/{name}"] == pytest.approx(training[f"f1/{name}"], abs=1e-9)
         assert 0 <= m[f"precision/{name}"] <= 1 and 0 <= m[f"recall/{name}"] <= 1
     assert 0 <= m["ece"] <= 1 and m["latency_p95_ms"] > 0 and m["size_mb"] > 0
+    # The ECE's noise on this few rows, from the served confidences (tasks/test_calibration).
+    confidence = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")["confidence"]
+    assert m["ece_floor"] == ece_noise_floor(confidence.to_numpy(), 15) > 0
     predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
     assert list(predictions.columns[:6]) == ["row", "text", "label", "predicted", "correct",
                                              "confidence"]  # fmt: skip

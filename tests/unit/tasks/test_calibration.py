@@ -11,6 +11,7 @@ from ftpipe.tasks.calibration import (
     fit_temperature,
     softmax,
 )
+from ftpipe.tasks.classification_report import ece_noise_floor, expected_calibration_error
 
 
 def noisy_problem(rows: int = 4000, classes: int = 4, seed: int = 0):
@@ -51,3 +52,21 @@ def test_degenerate_eval_sets_keep_a_finite_temperature():
     low, high = TEMPERATURE_RANGE
     assert low <= fit_temperature(separable, labels) < 1 <= high
     assert fit_temperature(separable / 1e3, labels) == pytest.approx(low)
+
+
+def test_the_ece_noise_floor_is_what_a_calibrated_model_scores_and_shrinks_with_rows():
+    # A calibrated model's measured ECE, averaged over many splits of each size, matches the
+    # floor computed from one split's confidences: on few rows the ECE is mostly noise.
+    floors, measured = {}, {}
+    for rows in (80, 320, 4000):
+        draws = [noisy_problem(rows, seed=seed) for seed in range(40 if rows < 4000 else 4)]
+        measured[rows] = np.mean([expected_calibration_error(softmax(x), y) for x, y in draws])
+        floors[rows] = ece_noise_floor(softmax(draws[0][0]).max(axis=1))
+        assert floors[rows] == pytest.approx(measured[rows], rel=0.1)
+    # It falls as one over the square root of the rows: four times the rows, half the noise.
+    assert floors[320] == pytest.approx(floors[80] / 2, rel=0.15)
+    assert floors[80] > 0.1 > 0.02 > floors[4000]
+    # Seeded: the same confidences give the same floor; certain rows leave no noise at all.
+    confidence = softmax(draws[0][0]).max(axis=1)
+    assert ece_noise_floor(confidence) == ece_noise_floor(confidence)
+    assert ece_noise_floor(np.ones(50)) == 0.0 and ece_noise_floor(np.empty(0)) == 0.0
