@@ -28,12 +28,10 @@ Usage: .venv/bin/python bench/ner.py [--epochs 2] [--lora-epochs 1] [--head-c 0.
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 from pathlib import Path
 
 from report import hardware_summary, write_section
-from runs import REPO, Bench, minutes
+from runs import Bench, minutes
 
 ANCHORS = (
     ("BERT-base, fine-tuned (Devlin et al. 2019)", "92.4", "96.4"),
@@ -55,11 +53,8 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=None, help="subsample (smoke runs)")
     parser.add_argument("--workdir", type=Path, help="continue a run kept in this dir")
     args = parser.parse_args()
-    if not (REPO.parent / "shared/data/conll2003/train.txt").exists():
-        sys.exit("CoNLL-2003 not found at ../shared/data/conll2003; this benchmark needs it.")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ner-"))
-    bench = Bench(workdir, "configs/conll2003.yaml", args.train_rows)
-    bench.step("prep", workdir / "prep" / "stats.json", "prep")
+    bench = Bench.prepped("configs/conll2003.yaml", "conll2003/train.txt", args.workdir,
+                          args.train_rows, "bench-ner-")  # fmt: skip
     runs = {
         "full": bench.train("full", "strategy.name=full", f"train.epochs={args.epochs}"),
         "lora": bench.train(
@@ -70,7 +65,7 @@ def main() -> None:
             f"train.epochs={args.lora_epochs}",
         ),
     }
-    words = tagged_words(workdir)
+    words = tagged_words(bench.workdir)
     heads = {
         f"feature-extraction C={c:g}": bench.train(
             f"head-c{c:g}",

@@ -19,8 +19,6 @@ Usage: .venv/bin/python bench/probe_ceiling.py [--train-rows N] [--workdir DIR]
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -106,22 +104,19 @@ def main() -> None:
     parser.add_argument("--weight-decays", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3])
     parser.add_argument("--workdir", type=Path, help="reuse this dir's prep")
     args = parser.parse_args()
-    if not (REPO.parent / "shared/data/sst2/train.tsv").exists():
-        sys.exit("SST-2 not found at ../shared/data/sst2; this benchmark needs it.")
+    bench = Bench.prepped("configs/sst2.yaml", "sst2/train.tsv", args.workdir, args.train_rows,
+                          "bench-probe-")  # fmt: skip
     from transformers import AutoModel
 
     from ftpipe.config.load import load_config
     from ftpipe.data.prepared import PrepDir, read_split
     from ftpipe.hub import resolve_model
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-probe-"))
-    bench = Bench(workdir, "configs/sst2.yaml", args.train_rows)
-    bench.step("prep", workdir / "prep" / "stats.json", "prep")
     config = load_config(REPO / "configs/sst2.yaml")
     location = resolve_model(config.model.name)
     backbone = AutoModel.from_pretrained(location, trust_remote_code=False, use_safetensors=True)
     pad_id = backbone.config.pad_token_id or 0  # masked out either way
-    prep = PrepDir.open(workdir / "prep")
+    prep = PrepDir.open(bench.workdir / "prep")
     data = {}
     for name in ("train", "eval", "test"):
         split = read_split(prep, name)
@@ -161,9 +156,7 @@ def report(rows: list[tuple[str, dict]], sizes: dict[str, int]) -> str:
     mlp = rows[-1][1]
     lines.append(
         f"The MLP is not a head ftpipe ships. Over its {mlp['epochs']} epochs its dev accuracy "
-        f"ranged from {mlp['dev_range'][0]:.1%} to {mlp['dev_range'][1]:.1%}, and eval, drawn "
-        "from train's overlapping phrases, favours the weakest L2 for the linear heads: one "
-        "point on dev is within this selection's noise."
+        f"ranged from {mlp['dev_range'][0]:.1%} to {mlp['dev_range'][1]:.1%}."
     )
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,22 @@ class Bench:
         self.timings = (
             json.loads(self.timings_file.read_text()) if self.timings_file.exists() else {}
         )
+
+    @classmethod
+    def prepped(
+        cls, config: str, data: str, workdir: Path | None, train_rows: int | None, prefix: str
+    ) -> Bench:
+        """A bench on `config` whose data (`data`, under ../shared/data) is prepped.
+
+        Exits with a message if the shared data is missing. Without `workdir` the bench gets
+        a new temporary one; with it, a kept prep there is reused.
+        """
+        if not (REPO.parent / "shared" / "data" / data).exists():
+            sys.exit(f"{data} not found under ../shared/data; this benchmark needs it.")
+        workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+        bench = cls(workdir, config, train_rows)
+        bench.step("prep", workdir / "prep" / "stats.json", "prep")
+        return bench
 
     def step(self, name: str, done: Path, command: str, *overrides: str) -> None:
         """Run `ftpipe command` unless `done` exists; record its wall seconds as `name`."""

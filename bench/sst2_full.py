@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 from pathlib import Path
 
 from report import hardware_summary, write_section
@@ -65,11 +63,8 @@ def main() -> None:
     parser.add_argument("--weight-decays", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3])
     parser.add_argument("--workdir", type=Path, help="continue a run kept in this dir")
     args = parser.parse_args()
-    if not (REPO.parent / "shared/data/sst2/train.tsv").exists():
-        sys.exit("SST-2 not found at ../shared/data/sst2; this benchmark needs it.")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-sst2-full-"))
-    bench = Bench(workdir, "configs/sst2.yaml", args.train_rows)
-    bench.step("prep", workdir / "prep" / "stats.json", "prep")
+    bench = Bench.prepped("configs/sst2.yaml", "sst2/train.tsv", args.workdir, args.train_rows,
+                          "bench-sst2-full-")  # fmt: skip
     full = ("strategy.name=full", "train.group_by_length=true")
 
     sweep = {
